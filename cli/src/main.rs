@@ -1,1 +1,293 @@
-fn main() {}
+//! `rh`: fetch with any backend, print the conformance matrix, serve the test origin.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use conformance_tests::{catalogue, report, Matrix, Outcome};
+use resource_handle::{
+    Backend, Event, HostOverrides, NetworkAccessManager, Recorder, RequestBody, ResourceRequest, Trace,
+};
+
+#[derive(Parser)]
+#[command(name = "rh", version, about = "Load resources with libcurl, hyper or ureq, and compare them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch a url with one backend.
+    Get(GetArgs),
+    /// Run the conformance catalogue on every backend and print the matrix.
+    Conformance(ConformanceArgs),
+    /// Run the conformance origin server in the foreground (for `rh get`).
+    Serve {
+        /// Port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+}
+
+#[derive(Parser)]
+struct GetArgs {
+    /// Request method (default GET, or POST with -d).
+    #[arg(short = 'X', long = "request")]
+    method: Option<String>,
+    /// Extra header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// User-Agent.
+    #[arg(short = 'A', long = "user-agent")]
+    user_agent: Option<String>,
+    /// Referer.
+    #[arg(short = 'e', long = "referer")]
+    referer: Option<String>,
+    /// Request body: the text itself, or @FILE to stream a file.
+    #[arg(short = 'd', long = "data")]
+    data: Option<String>,
+    /// Write the body to FILE instead of standard output.
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    /// Print the response head before the body.
+    #[arg(short = 'i', long = "include")]
+    include: bool,
+    /// Total timeout in seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Connect timeout in seconds.
+    #[arg(long = "connect-timeout")]
+    connect_timeout: Option<f64>,
+    /// Map HOST:PORT to ADDR, like curl (repeatable).
+    #[arg(long)]
+    resolve: Vec<String>,
+    /// Backend: curl, hyper or ureq (default: $RH_BACKEND, else the first compiled of hyper, curl, ureq).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Print the load's trace as one JSON object instead of the body.
+    #[arg(long)]
+    json: bool,
+    /// The url.
+    url: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Junit,
+    Markdown,
+}
+
+#[derive(Parser)]
+struct ConformanceArgs {
+    /// Backends to run (repeatable or comma-separated; default: every compiled one).
+    #[arg(long, value_delimiter = ',')]
+    backend: Vec<String>,
+    /// Run only cases whose id contains TEXT.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Get(args) => get(args),
+        Command::Conformance(args) => conformance(args),
+        Command::Serve { port } => serve(port),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Usage(msg)) => {
+            eprintln!("rh: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A command-line usage error (exit status 2).
+struct Usage(String);
+
+fn usage(msg: impl std::fmt::Display) -> Usage {
+    Usage(msg.to_string())
+}
+
+fn pick_backend(name: Option<&str>) -> Result<Backend, Usage> {
+    let b = match name {
+        Some(n) => n.parse::<Backend>().map_err(usage)?,
+        None => Backend::from_env().map_err(usage)?,
+    };
+    if !b.is_compiled() {
+        return Err(usage(format!("the {b} backend is not compiled into rh")));
+    }
+    Ok(b)
+}
+
+fn seconds(s: f64, what: &str) -> Result<Duration, Usage> {
+    Duration::try_from_secs_f64(s).map_err(|_| usage(format!("{what} must be a positive number of seconds")))
+}
+
+fn get(args: GetArgs) -> Result<ExitCode, Usage> {
+    let backend = pick_backend(args.backend.as_deref())?;
+    let mut overrides = HostOverrides::default();
+    for entry in &args.resolve {
+        let (h, p, a) = HostOverrides::parse_entry(entry).map_err(usage)?;
+        overrides.insert(&h, p, a);
+    }
+    let method = args
+        .method
+        .clone()
+        .unwrap_or_else(|| if args.data.is_some() { "POST" } else { "GET" }.into());
+    let mut b = ResourceRequest::builder(&method, &args.url);
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| usage(format!("header {h:?} is not `Name: value`")))?;
+        b = b.header(name.trim(), value.trim_start());
+    }
+    if let Some(ua) = &args.user_agent {
+        b = b.user_agent(ua);
+    }
+    if let Some(r) = &args.referer {
+        b = b.referrer(r);
+    }
+    if let Some(d) = &args.data {
+        b = match d.strip_prefix('@') {
+            Some(path) => b.body(RequestBody::File(path.into())),
+            None => b.body(d.clone()),
+        };
+    }
+    if let Some(t) = args.timeout {
+        b = b.timeout(seconds(t, "--timeout")?);
+    }
+    if let Some(t) = args.connect_timeout {
+        b = b.connect_timeout(seconds(t, "--connect-timeout")?);
+    }
+    let request = match b.build() {
+        Ok(r) => r,
+        Err(e) => {
+            // A request that does not build is a load that failed before the wire.
+            if args.json {
+                println!("{}", Trace::for_error(backend.name(), &args.url, &e).to_json());
+            } else {
+                eprintln!("rh: {e}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let nam = match NetworkAccessManager::builder()
+        .host_overrides(overrides)
+        .build(backend)
+    {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("rh: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut handle = nam.load(request);
+    let mut rec = Recorder::new(backend.name(), &handle);
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Box::new(io::BufWriter::new(f)),
+            Err(e) => {
+                eprintln!("rh: cannot create {}: {e}", path.display());
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None if args.json => Box::new(io::sink()),
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut failed = None;
+    while let Some(ev) = handle.next_event_blocking() {
+        rec.observe(&ev);
+        match &ev {
+            Event::Response(r) if args.include && !args.json => {
+                let mut head = format!("{} {} {}\r\n", r.version_str(), r.status().as_u16(), r.reason());
+                for (n, v) in r.headers() {
+                    head.push_str(&format!("{}: {}\r\n", n, String::from_utf8_lossy(v.as_bytes())));
+                }
+                head.push_str("\r\n");
+                if let Err(e) = io::stdout().write_all(head.as_bytes()) {
+                    eprintln!("rh: {e}");
+                }
+            }
+            Event::Data(d) => {
+                if let Err(e) = out.write_all(d) {
+                    eprintln!("rh: write failed: {e}");
+                    handle.cancel();
+                }
+            }
+            Event::Failed(e) => failed = Some(e.clone()),
+            _ => {}
+        }
+    }
+    let _ = out.flush();
+    let trace = rec.finish();
+    if args.json {
+        println!("{}", trace.to_json());
+    } else if let Some(e) = &failed {
+        eprintln!("rh: {e}");
+    }
+    Ok(ExitCode::from(if failed.is_some() { 1 } else { 0 }))
+}
+
+fn conformance(args: ConformanceArgs) -> Result<ExitCode, Usage> {
+    let backends = if args.backend.is_empty() {
+        Backend::compiled()
+    } else {
+        let mut v = Vec::new();
+        for name in &args.backend {
+            v.push(pick_backend(Some(name))?);
+        }
+        v
+    };
+    let cases = catalogue();
+    let show_progress = io::stderr().is_terminal();
+    let matrix = Matrix::run(&cases, &backends, args.filter.as_deref(), |i, n, r| {
+        if show_progress {
+            let state = if r.passed() { "ok" } else { "FAILED" };
+            eprint!("\r\x1b[2K[{i}/{n}] {} {state}", r.case.id);
+            if i == n {
+                eprintln!();
+            }
+        }
+    });
+    let text = match args.format {
+        Format::Table => report::table(&matrix),
+        Format::Json => format!("{:#}\n", report::json(&matrix)),
+        Format::Junit => report::junit(&matrix),
+        Format::Markdown => report::markdown(&matrix),
+    };
+    print!("{text}");
+    if matrix.cases.is_empty() {
+        eprintln!("rh: no case matches the filter");
+        return Ok(ExitCode::from(1));
+    }
+    let failed = matrix
+        .cases
+        .iter()
+        .any(|c| !c.passed() || c.cells.values().any(|x| matches!(x.outcome, Outcome::Fail(_))));
+    Ok(ExitCode::from(if failed { 1 } else { 0 }))
+}
+
+fn serve(port: u16) -> Result<ExitCode, Usage> {
+    let origin = match conformance_tests::servers::Origin::start_on(port) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("rh: cannot start the origin: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    println!("origin listening on http://{}", origin.addr());
+    println!("try: rh get --json http://{}/echo", origin.addr());
+    loop {
+        std::thread::park();
+    }
+}

@@ -69,6 +69,13 @@ impl Trace {
         crate::block_on::block_on(Self::record(backend, handle))
     }
 
+    /// The trace of a load that failed before it started (a request that did not build).
+    pub fn for_error(backend: &str, url: &str, error: &crate::Error) -> Trace {
+        let mut rec = Recorder::empty(backend, url);
+        rec.observe(&Event::Failed(error.clone()));
+        rec.finish()
+    }
+
     /// The trace with the fields that may legitimately differ between
     /// backends blanked: the backend's name and the error message.
     pub fn comparable(&self) -> Trace {
@@ -101,10 +108,14 @@ fn collapsible(name: &str) -> bool {
 impl Recorder {
     /// A recorder for a load on `backend`.
     pub fn new(backend: &str, handle: &ResourceHandle) -> Self {
+        Self::empty(backend, handle.url().as_str())
+    }
+
+    fn empty(backend: &str, url: &str) -> Self {
         Recorder {
             trace: Trace {
                 backend: backend.to_owned(),
-                url: handle.url().to_string(),
+                url: url.to_owned(),
                 status: None,
                 reason: None,
                 version: None,

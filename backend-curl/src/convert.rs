@@ -1,0 +1,251 @@
+//! A [`WireRequest`] mapped onto `curl_easy_setopt` options, the way WebCore's
+//! curl `ResourceHandleManager::initializeHandle` does: url → CURLOPT_URL,
+//! method → HTTPGET / NOBODY / POST / UPLOAD / CUSTOMREQUEST, headers →
+//! CURLOPT_HTTPHEADER, timeouts → CONNECTTIMEOUT_MS / TIMEOUT_MS, host
+//! overrides → CURLOPT_RESOLVE. curl's own policies (redirects, cookies,
+//! decoding, proxies from the environment, `Expect: 100-continue`) are turned
+//! off so that only handle-api decides them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use curl::easy::{Easy2, HttpVersion, List};
+use handle_api::http::{header, HeaderMap, Method};
+use handle_api::{
+    BackendConfig, BodyFraming, Error, ErrorKind, HttpVersionPref, Resolution, Result, WireRequest,
+};
+
+use crate::error;
+
+/// Bytes curl reads from the socket per write callback. Larger than curl's
+/// 16 KiB default so a big body costs fewer callbacks and sink calls.
+pub(crate) const RECEIVE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Bytes curl asks the read callback for per call when uploading.
+pub(crate) const UPLOAD_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Applies every option of `req` to `easy`. The request body itself is not
+/// touched here: the handler's read callback streams it.
+pub(crate) fn configure<H>(
+    easy: &mut Easy2<H>,
+    req: &WireRequest,
+    config: &BackendConfig,
+) -> Result<()> {
+    let set = |what: &'static str| move |e| error::setup(what, e);
+
+    match req.http_version {
+        HttpVersionPref::Http1 => easy
+            .http_version(HttpVersion::V11)
+            .map_err(set("HTTP/1.1"))?,
+        HttpVersionPref::Http2 | HttpVersionPref::Http2PriorKnowledge => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "HTTP/2 is not available: the bundled libcurl is built without nghttp2",
+            ))
+        }
+    }
+
+    if let Some(list) = resolve_list(req, config)? {
+        easy.resolve(list).map_err(set("the host override"))?;
+    }
+    easy.url(req.url.as_str()).map_err(set("the url"))?;
+    // The url crate already normalised the path; curl must not do it again
+    // differently (dot segments), so the wire carries what the url says.
+    easy.path_as_is(true).map_err(set("PATH_AS_IS"))?;
+
+    method(easy, req)?;
+    easy.http_headers(header_list(req)?)
+        .map_err(set("the header list"))?;
+
+    if let Some(t) = req.connect_timeout {
+        easy.connect_timeout(nonzero(t))
+            .map_err(set("the connect timeout"))?;
+    }
+    if let Some(t) = req.timeout {
+        easy.timeout(nonzero(t)).map_err(set("the timeout"))?;
+    }
+
+    // Policy lives in handle-api: curl's own versions stay off. COOKIEFILE is
+    // never set, so curl's cookie engine never starts; ACCEPT_ENCODING is
+    // never set, so curl neither advertises nor decodes content codings.
+    easy.follow_location(false)
+        .map_err(set("FOLLOWLOCATION"))?;
+    easy.http_content_decoding(false)
+        .map_err(set("HTTP_CONTENT_DECODING"))?;
+    easy.http_09_allowed(false)
+        .map_err(set("HTTP09_ALLOWED"))?;
+    // An empty proxy disables curl's use of http_proxy/HTTPS_PROXY from the
+    // environment; proxies are configured through handle-api.
+    easy.proxy("").map_err(set("PROXY"))?;
+
+    easy.buffer_size(RECEIVE_BUFFER_BYTES)
+        .map_err(set("BUFFERSIZE"))?;
+    easy.upload_buffer_size(UPLOAD_BUFFER_BYTES)
+        .map_err(set("UPLOAD_BUFFERSIZE"))?;
+    easy.tcp_nodelay(true).map_err(set("TCP_NODELAY"))?;
+    easy.maxage_conn(config.idle_timeout)
+        .map_err(set("MAXAGE_CONN"))?;
+    Ok(())
+}
+
+/// curl reads a zero timeout as "no timeout"; the contract means "at once".
+fn nonzero(t: Duration) -> Duration {
+    t.max(Duration::from_millis(1))
+}
+
+/// The CURLOPT_RESOLVE entry for the request's host, if it is overridden.
+///
+/// CURLOPT_RESOLVE can only add addresses, not say "this name has none", so a
+/// name mapped to no address fails here with `dns` before any transfer
+/// exists, and the system resolver is never asked.
+fn resolve_list(req: &WireRequest, config: &BackendConfig) -> Result<Option<List>> {
+    let (host, port) = req.host_port();
+    match config.resolve.lookup(&host, port) {
+        Resolution::NoAddress => Err(Error::new(
+            ErrorKind::Dns,
+            format!("{host}:{port} is mapped to no address"),
+        )),
+        Resolution::System => Ok(None),
+        // An IP literal resolves to itself; curl needs no entry for it.
+        Resolution::Addrs(_) if host.parse::<IpAddr>().is_ok() => Ok(None),
+        Resolution::Addrs(addrs) => {
+            let mut list = List::new();
+            list.append(&resolve_entry(&host, port, &addrs))
+                .map_err(|e| error::setup("the host override", e))?;
+            Ok(Some(list))
+        }
+    }
+}
+
+/// curl's `HOST:PORT:ADDR[,ADDR…]`, IPv6 addresses in brackets.
+fn resolve_entry(host: &str, port: u16, addrs: &[SocketAddr]) -> String {
+    let addrs: Vec<String> = addrs
+        .iter()
+        .map(|a| match a.ip() {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        })
+        .collect();
+    format!("{host}:{port}:{}", addrs.join(","))
+}
+
+/// The method and how the body goes with it.
+///
+/// POST uses CURLOPT_POST so curl sends the body with POST semantics; every
+/// other method with a body uses CURLOPT_UPLOAD (curl's PUT) renamed with
+/// CUSTOMREQUEST. Without a body, HTTPGET renamed with CUSTOMREQUEST sends
+/// the method with no body and no framing. CURLOPT_NOBODY is only for HEAD:
+/// it also tells curl not to read a response body.
+fn method<H>(easy: &mut Easy2<H>, req: &WireRequest) -> Result<()> {
+    let set = |what: &'static str| move |e| error::setup(what, e);
+    let m = &req.method;
+    match (m, req.framing) {
+        (&Method::HEAD, BodyFraming::None) => easy.nobody(true).map_err(set("NOBODY"))?,
+        (&Method::HEAD, _) => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "curl cannot send a request body with HEAD",
+            ))
+        }
+        (_, BodyFraming::None) => {
+            easy.get(true).map_err(set("HTTPGET"))?;
+            if m != Method::GET {
+                easy.custom_request(m.as_str())
+                    .map_err(set("the method"))?;
+            }
+        }
+        (&Method::POST, framing) => {
+            easy.post(true).map_err(set("POST"))?;
+            // Without a size curl's POST is chunked, which the Transfer-Encoding
+            // header in the list confirms.
+            if let BodyFraming::Length(n) = framing {
+                easy.post_field_size(n)
+                    .map_err(set("POSTFIELDSIZE_LARGE"))?;
+            }
+        }
+        (_, framing) => {
+            easy.upload(true).map_err(set("UPLOAD"))?;
+            if let BodyFraming::Length(n) = framing {
+                easy.in_filesize(n).map_err(set("INFILESIZE_LARGE"))?;
+            }
+            if m != Method::PUT {
+                easy.custom_request(m.as_str())
+                    .map_err(set("the method"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// CURLOPT_HTTPHEADER: every header of the request, as given, plus the
+/// entries that stop curl from adding its own.
+fn header_list(req: &WireRequest) -> Result<List> {
+    let mut list = List::new();
+    let mut add = |line: &str| {
+        list.append(line)
+            .map_err(|e| error::setup("a header line", e))
+    };
+    for (name, value) in req.headers.iter() {
+        let value = value.to_str().map_err(|_| {
+            // curl-rust's List takes UTF-8 strings only, so a header value with
+            // obs-text bytes cannot be handed to libcurl unchanged.
+            Error::new(
+                ErrorKind::Unsupported,
+                format!("the value of header {name} is not UTF-8, which curl-rust cannot send"),
+            )
+        })?;
+        if value.is_empty() {
+            // "Name:" would tell curl to remove the header; "Name;" sends it empty.
+            add(&format!("{name};"))?;
+        } else {
+            add(&format!("{name}: {value}"))?;
+        }
+    }
+    suppress_defaults(&req.headers, &req.method, &mut add)?;
+    if req.framing == BodyFraming::Chunked {
+        add("Transfer-Encoding: chunked")?;
+    }
+    Ok(list)
+}
+
+/// "Name:" removes a header curl would otherwise add of its own.
+fn suppress_defaults(
+    headers: &HeaderMap,
+    method: &Method,
+    add: &mut impl FnMut(&str) -> Result<()>,
+) -> Result<()> {
+    // curl sends `Expect: 100-continue` before large or unsized uploads.
+    if !headers.contains_key(header::EXPECT) {
+        add("Expect:")?;
+    }
+    // curl adds `Accept: */*`; the manager decides Accept.
+    if !headers.contains_key(header::ACCEPT) {
+        add("Accept:")?;
+    }
+    // CURLOPT_POST makes curl add a form Content-Type.
+    if method == Method::POST && !headers.contains_key(header::CONTENT_TYPE) {
+        add("Content-Type:")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_entries_use_curl_syntax() {
+        let a: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let b: SocketAddr = "[::1]:8080".parse().unwrap();
+        assert_eq!(
+            resolve_entry("origin.test", 8080, &[a, b]),
+            "origin.test:8080:127.0.0.1,[::1]"
+        );
+    }
+
+    #[test]
+    fn zero_timeouts_stay_timeouts() {
+        assert_eq!(nonzero(Duration::ZERO), Duration::from_millis(1));
+        assert_eq!(nonzero(Duration::from_secs(2)), Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,262 @@
+//! libcurl's `CURLcode`s mapped onto the one [`ErrorKind`] set.
+//!
+//! curl reports a transfer's failure as a bare code plus a message; some
+//! faults need what the driver knows besides the code (whether the connection
+//! was up when a timeout fired, how many body bytes arrived, the upload
+//! reader's own error), so [`map`] takes that context too.
+
+use std::io;
+use std::time::Duration;
+
+use handle_api::{Error, ErrorKind, TimeoutPhase};
+
+// CURLcodes that curl-rust has no `is_*` helper for (values from curl.h).
+const CURLE_NOT_BUILT_IN: i32 = 4;
+const CURLE_HTTP2: i32 = 16;
+const CURLE_HTTP2_STREAM: i32 = 92;
+const CURLE_SSL_PINNEDPUBKEYNOTMATCH: i32 = 90;
+const CURLE_SSL_INVALIDCERTSTATUS: i32 = 91;
+const CURLE_PROXY: i32 = 97;
+const CURLE_SSL_CLIENTCERT: i32 = 98;
+const CURLE_TOO_LARGE: i32 = 100;
+const CURLE_ECH_REQUIRED: i32 = 101;
+
+/// curl's connect timeout when CURLOPT_CONNECTTIMEOUT is not set.
+pub(crate) const CURL_DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What the driver knows about a transfer when curl reports its failure.
+#[derive(Debug, Default)]
+pub(crate) struct FailureContext {
+    /// The connection was established (or reused) before the failure.
+    pub connected: bool,
+    /// The request's connect timeout, if set.
+    pub connect_timeout: Option<Duration>,
+    /// The request's total timeout, if set.
+    pub timeout: Option<Duration>,
+    /// Content-Length of the reported response.
+    pub expected: Option<u64>,
+    /// Body bytes handed to the sink.
+    pub received: u64,
+    /// The error the request body's reader returned, which made the read
+    /// callback abort.
+    pub upload_error: Option<io::Error>,
+    /// An error the callbacks decided on themselves (a malformed header line).
+    pub local_error: Option<Error>,
+}
+
+/// Maps a failed transfer's curl error onto a handle-api error, keeping
+/// curl's error as the source.
+pub(crate) fn map(e: curl::Error, cx: FailureContext) -> Error {
+    // Errors our own callbacks raised win: curl only saw "the callback said stop".
+    if let Some(local) = cx.local_error {
+        return local.with_source(e);
+    }
+    if let Some(io) = cx.upload_error {
+        return Error::new(
+            ErrorKind::Io,
+            format!("reading the request body failed: {io}"),
+        )
+        .with_source(io);
+    }
+    let msg = message(&e);
+    let kind = if e.is_couldnt_resolve_host() {
+        ErrorKind::Dns
+    } else if e.is_couldnt_connect() {
+        ErrorKind::Connect
+    } else if e.is_operation_timedout() {
+        return Error::timeout(timeout_phase(&cx)).with_source(e);
+    } else if e.is_partial_file() {
+        return match cx.expected {
+            Some(expected) => Error::truncated(expected, cx.received).with_source(e),
+            // A chunked or close-delimited body cut short has no declared
+            // length to quote, but it is the same fault.
+            None => Error::new(ErrorKind::BodyTruncated, msg).with_source(e),
+        };
+    } else if e.is_weird_server_reply()
+        || e.is_got_nothing()
+        // The url's scheme is always http or https here, so "unsupported
+        // protocol" is curl refusing an HTTP/0.9 (status-line-less) reply.
+        || e.is_unsupported_protocol()
+        || e.is_bad_content_encoding()
+        || e.code() == CURLE_HTTP2
+        || e.code() == CURLE_HTTP2_STREAM
+        || is_chunk_framing(&e)
+    {
+        ErrorKind::Protocol
+    } else if e.is_ssl_connect_error()
+        || e.is_peer_failed_verification()
+        || e.is_ssl_certproblem()
+        || e.is_ssl_cipher()
+        || e.is_ssl_cacert_badfile()
+        || e.is_ssl_crl_badfile()
+        || e.is_ssl_issuer_error()
+        || e.is_ssl_shutdown_failed()
+        || e.is_ssl_engine_notfound()
+        || e.is_ssl_engine_setfailed()
+        || e.is_ssl_engine_initfailed()
+        || e.is_use_ssl_failed()
+        || matches!(
+            e.code(),
+            CURLE_SSL_PINNEDPUBKEYNOTMATCH
+                | CURLE_SSL_INVALIDCERTSTATUS
+                | CURLE_SSL_CLIENTCERT
+                | CURLE_ECH_REQUIRED
+        )
+    {
+        ErrorKind::Tls
+    } else if e.is_couldnt_resolve_proxy() || e.code() == CURLE_PROXY {
+        ErrorKind::Proxy
+    } else if e.is_filesize_exceeded() || e.code() == CURLE_TOO_LARGE {
+        ErrorKind::LimitExceeded
+    } else if e.is_url_malformed() {
+        ErrorKind::InvalidRequest
+    } else {
+        // RECV_ERROR, SEND_ERROR, READ_ERROR, WRITE_ERROR, ABORTED_BY_CALLBACK,
+        // OUT_OF_MEMORY and the rest are local or socket-level I/O failures.
+        ErrorKind::Io
+    };
+    Error::new(kind, msg).with_source(e)
+}
+
+/// Maps an error curl returned while the transfer was being configured.
+pub(crate) fn setup(what: &str, e: curl::Error) -> Error {
+    let kind = if e.is_unknown_option() || e.code() == CURLE_NOT_BUILT_IN {
+        ErrorKind::Unsupported
+    } else if e.is_url_malformed() {
+        ErrorKind::InvalidRequest
+    } else {
+        ErrorKind::Io
+    };
+    Error::new(kind, format!("curl refused {what}: {}", message(&e))).with_source(e)
+}
+
+/// Maps an error of the multi handle (adding, removing, unpausing transfers).
+pub(crate) fn multi(what: &str, e: curl::MultiError) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!("curl multi handle failed to {what}: {}", e.description()),
+    )
+    .with_source(e)
+}
+
+/// A CURLE_OPERATION_TIMEDOUT is a connect timeout when the connection was
+/// not up yet and the connect timeout, not the total one, was the shorter
+/// deadline; otherwise the total timeout fired.
+fn timeout_phase(cx: &FailureContext) -> TimeoutPhase {
+    let connect = cx.connect_timeout.unwrap_or(CURL_DEFAULT_CONNECT_TIMEOUT);
+    match cx.timeout {
+        _ if cx.connected => TimeoutPhase::Total,
+        Some(total) if total < connect => TimeoutPhase::Total,
+        _ => TimeoutPhase::Connect,
+    }
+}
+
+/// curl reports bad chunked framing as a receive error; only its message
+/// tells it apart from a socket failure.
+fn is_chunk_framing(e: &curl::Error) -> bool {
+    e.is_recv_error()
+        && e
+            .extra_description()
+            .is_some_and(|m| m.contains("chunk") || m.contains("Chunk"))
+}
+
+fn message(e: &curl::Error) -> String {
+    match e.extra_description() {
+        Some(extra) if !extra.is_empty() => extra.to_owned(),
+        _ => e.description().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curl_err(code: i32) -> curl::Error {
+        curl::Error::new(code)
+    }
+
+    #[test]
+    fn codes_map_to_kinds() {
+        let cases = [
+            (6, ErrorKind::Dns),
+            (7, ErrorKind::Connect),
+            (8, ErrorKind::Protocol),
+            (52, ErrorKind::Protocol),
+            (1, ErrorKind::Protocol),
+            (56, ErrorKind::Io),
+            (35, ErrorKind::Tls),
+            (60, ErrorKind::Tls),
+            (18, ErrorKind::BodyTruncated),
+            (100, ErrorKind::LimitExceeded),
+            (42, ErrorKind::Io),
+        ];
+        for (code, kind) in cases {
+            assert_eq!(
+                map(curl_err(code), FailureContext::default()).kind(),
+                kind,
+                "code {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncation_quotes_counts() {
+        let e = map(
+            curl_err(18),
+            FailureContext {
+                expected: Some(10),
+                received: 4,
+                ..Default::default()
+            },
+        );
+        let t = e.truncation().expect("counts");
+        assert_eq!((t.expected, t.received), (10, 4));
+    }
+
+    #[test]
+    fn chunk_framing_is_protocol() {
+        let mut e = curl_err(56);
+        e.set_extra("chunk hex-length char not a hex digit: 0x7a".into());
+        assert_eq!(
+            map(e, FailureContext::default()).kind(),
+            ErrorKind::Protocol
+        );
+    }
+
+    #[test]
+    fn timeout_phase_follows_the_deadline_that_fired() {
+        let ms = Duration::from_millis;
+        let phase = |connected, connect_timeout, timeout| {
+            map(
+                curl_err(28),
+                FailureContext {
+                    connected,
+                    connect_timeout,
+                    timeout,
+                    ..Default::default()
+                },
+            )
+            .timeout_phase()
+        };
+        assert_eq!(phase(false, Some(ms(100)), None), Some(TimeoutPhase::Connect));
+        assert_eq!(
+            phase(false, Some(ms(100)), Some(ms(50))),
+            Some(TimeoutPhase::Total)
+        );
+        assert_eq!(phase(false, None, Some(ms(50))), Some(TimeoutPhase::Total));
+        assert_eq!(phase(true, Some(ms(100)), None), Some(TimeoutPhase::Total));
+    }
+
+    #[test]
+    fn upload_error_wins_over_the_abort_code() {
+        let e = map(
+            curl_err(42),
+            FailureContext {
+                upload_error: Some(io::Error::new(io::ErrorKind::UnexpectedEof, "short")),
+                ..Default::default()
+            },
+        );
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

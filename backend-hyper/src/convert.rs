@@ -1,0 +1,314 @@
+//! [`WireRequest`] → `http::Request<WireBody>` for hyper.
+//!
+//! The framing header is written here, explicitly, rather than left to
+//! hyper: hyper drops an unknown-length body on GET, HEAD and CONNECT and
+//! omits `Content-Length: 0` for an empty one, and the contract wants the
+//! framing handle-api decided, for every method alike.
+
+use std::io::{self, Read};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use handle_api::http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use handle_api::http::{Request, Uri, Version};
+use handle_api::{BodyFraming, Error, ErrorKind, HttpVersionPref, Result, UploadBody, WireRequest};
+use http_body::{Body, Frame, SizeHint};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::error::UploadAborted;
+
+/// Bytes read from an [`UploadBody`] at a time.
+const UPLOAD_PIECE: usize = 64 * 1024;
+
+/// Pieces read ahead of the socket: with [`UPLOAD_PIECE`], at most 256 KiB of
+/// an upload of any size sits in memory here.
+const UPLOAD_QUEUE: usize = 4;
+
+/// Where the upload reader leaves its `io::Error`, so the load can fail with
+/// it rather than with hyper's generic "body write aborted".
+#[derive(Clone, Default)]
+pub(crate) struct UploadFailure(Arc<Mutex<Option<io::Error>>>);
+
+impl UploadFailure {
+    fn set(&self, e: io::Error) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(e);
+    }
+
+    /// The read error, if the upload failed.
+    pub(crate) fn take(&self) -> Option<io::Error> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// One exchange, ready for the hyper client.
+pub(crate) struct Prepared {
+    /// The request hyper sends.
+    pub(crate) request: Request<WireBody>,
+    /// Total timeout, from start to the end of the body.
+    pub(crate) timeout: Option<Duration>,
+    /// Timeout for establishing a new connection.
+    pub(crate) connect_timeout: Option<Duration>,
+    /// Filled when the request body fails to read.
+    pub(crate) upload_failure: UploadFailure,
+}
+
+/// Checks what this backend can honour and builds the hyper request.
+/// `runtime` runs the blocking reader of a streamed body.
+pub(crate) fn prepare(request: WireRequest, runtime: &Handle) -> Result<Prepared> {
+    match request.http_version {
+        HttpVersionPref::Http1 => {}
+        other => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("the hyper backend speaks HTTP/1.1 only ({other:?} was requested)"),
+            ))
+        }
+    }
+    match request.url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "https needs TLS, which this build of the hyper backend does not have",
+            ))
+        }
+        other => {
+            return Err(Error::new(
+                ErrorKind::UnsupportedScheme,
+                format!("the hyper backend does not handle {other}: urls"),
+            ))
+        }
+    }
+    let uri = uri(&request.url)?;
+
+    let mut headers = request.headers;
+    headers.remove(CONTENT_LENGTH);
+    headers.remove(TRANSFER_ENCODING);
+    match request.framing {
+        BodyFraming::None => {}
+        BodyFraming::Length(n) => {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        BodyFraming::Chunked => {
+            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
+    }
+
+    let upload_failure = UploadFailure::default();
+    let body = WireBody::new(
+        request.body,
+        request.framing,
+        runtime.clone(),
+        upload_failure.clone(),
+    );
+    let mut req = Request::new(body);
+    *req.method_mut() = request.method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Ok(Prepared {
+        request: req,
+        timeout: request.timeout,
+        connect_timeout: request.connect_timeout,
+        upload_failure,
+    })
+}
+
+/// The url as an `http::Uri`, without userinfo: credentials travel in
+/// headers that handle-api writes, never in the request target.
+fn uri(url: &url::Url) -> Result<Uri> {
+    let mut url = url.clone();
+    // Neither can fail for an http url with a host, which was checked above.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    if url.host_str().map_or(true, str::is_empty) {
+        return Err(Error::new(ErrorKind::InvalidRequest, "the url has no host"));
+    }
+    url.as_str().parse::<Uri>().map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            format!("hyper cannot send this url: {e}"),
+        )
+        .with_source(e)
+    })
+}
+
+/// The request body as hyper pulls it.
+pub(crate) struct WireBody {
+    kind: Kind,
+}
+
+enum Kind {
+    /// No body: hyper sends no framing header and no bytes.
+    Empty,
+    /// Bytes already in memory, handed over without copying.
+    Memory {
+        data: Option<Bytes>,
+        upload: UploadBody,
+    },
+    /// Read from the blocking [`UploadBody`] on a blocking thread.
+    Stream(Stream),
+}
+
+struct Stream {
+    /// Bytes the body will yield, when known.
+    len: Option<u64>,
+    /// Bytes handed to hyper.
+    sent: u64,
+    /// What the reader needs; taken on the first poll so nothing is read
+    /// before a connection wants the body.
+    pending: Option<(UploadBody, Handle, UploadFailure)>,
+    rx: Option<mpsc::Receiver<std::result::Result<Bytes, UploadAborted>>>,
+}
+
+impl WireBody {
+    fn new(upload: UploadBody, framing: BodyFraming, runtime: Handle, failure: UploadFailure) -> Self {
+        let kind = match framing {
+            BodyFraming::None => Kind::Empty,
+            BodyFraming::Length(_) | BodyFraming::Chunked => match upload.as_bytes().cloned() {
+                Some(data) => Kind::Memory {
+                    data: (!data.is_empty()).then_some(data),
+                    upload,
+                },
+                None => Kind::Stream(Stream {
+                    len: match framing {
+                        BodyFraming::Length(n) => Some(n),
+                        _ => None,
+                    },
+                    sent: 0,
+                    pending: Some((upload, runtime, failure)),
+                    rx: None,
+                }),
+            },
+        };
+        WireBody { kind }
+    }
+}
+
+impl Body for WireBody {
+    type Data = Bytes;
+    type Error = UploadAborted;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, UploadAborted>>> {
+        match &mut self.get_mut().kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Memory { data, upload } => match data.take() {
+                Some(d) => {
+                    // Progress counts what hyper took, not what the application gave.
+                    upload.mark_sent();
+                    Poll::Ready(Some(Ok(Frame::data(d))))
+                }
+                None => Poll::Ready(None),
+            },
+            Kind::Stream(s) => s.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Memory { data, .. } => data.is_none(),
+            // A zero-length stream is still polled once, so that a reader
+            // that yields bytes after all is caught.
+            Kind::Stream(s) => s.pending.is_none() && s.rx.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Memory { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Stream(s) => match s.len {
+                Some(n) => SizeHint::with_exact(n.saturating_sub(s.sent)),
+                None => SizeHint::default(),
+            },
+        }
+    }
+}
+
+impl Stream {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, UploadAborted>>> {
+        if let Some((upload, runtime, failure)) = self.pending.take() {
+            let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
+            // The reader blocks (files, pipes, application streams), so it
+            // gets a blocking thread; the bounded channel is the backpressure.
+            runtime.spawn_blocking(move || pump(upload, &tx, &failure));
+            self.rx = Some(rx);
+        }
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(piece))) => {
+                self.sent += piece.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(piece))))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.rx = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.rx = None;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+/// Reads `upload` in pieces into `tx` until it ends, fails, or hyper stops
+/// wanting it (the receiver is gone after a cancel, a timeout or an error).
+fn pump(
+    mut upload: UploadBody,
+    tx: &mpsc::Sender<std::result::Result<Bytes, UploadAborted>>,
+    failure: &UploadFailure,
+) {
+    let len = upload.len();
+    let fail = |e: io::Error| {
+        failure.set(e);
+        let _ = tx.blocking_send(Err(UploadAborted));
+    };
+    loop {
+        let mut piece = BytesMut::zeroed(UPLOAD_PIECE);
+        let n = match read(&mut upload, &mut piece) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) => return fail(e),
+        };
+        piece.truncate(n);
+        let last = len == Some(upload.sent());
+        if last {
+            // hyper stops polling once Content-Length bytes went out, so a
+            // stream longer than declared must be caught before the last
+            // piece leaves: UploadBody fails this probe read if it is.
+            if let Err(e) = read(&mut upload, &mut [0u8; 1]) {
+                return fail(e);
+            }
+        }
+        if tx.blocking_send(Ok(piece.freeze())).is_err() || last {
+            return;
+        }
+    }
+}
+
+fn read(upload: &mut UploadBody, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match upload.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}

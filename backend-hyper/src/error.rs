@@ -1,0 +1,211 @@
+//! hyper's and hyper-util's errors → [`handle_api::Error`].
+//!
+//! hyper's error is opaque: what it tells is its `is_*` checks and its
+//! `source()` chain. Each mapping below walks that chain and looks for the
+//! first cause it recognises: our own connector's [`ConnectFailure`], a
+//! `hyper::Error`, or the `io::Error` underneath.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use handle_api::{Error, ErrorKind, TimeoutPhase};
+
+/// Why the backend's connector produced no connection, for the cases
+/// hyper-util cannot tell apart by itself. Boxed into hyper-util's connect
+/// error and found again by downcasting along the source chain.
+#[derive(Debug)]
+pub(crate) enum ConnectFailure {
+    /// The host overrides map this name to no address.
+    NoAddress {
+        /// The name that was looked up.
+        host: String,
+        /// The port it was looked up with.
+        port: u16,
+    },
+    /// The system resolver failed.
+    Resolve(io::Error),
+    /// The request's connect timeout elapsed.
+    Timeout(Duration),
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectFailure::NoAddress { host, port } => {
+                write!(f, "{host}:{port} is mapped to no address")
+            }
+            ConnectFailure::Resolve(e) => write!(f, "name resolution failed: {e}"),
+            ConnectFailure::Timeout(t) => write!(f, "no connection within {t:?}"),
+        }
+    }
+}
+
+impl StdError for ConnectFailure {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            ConnectFailure::Resolve(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The error frame a streamed request body yields when its reader failed.
+/// The `io::Error` itself travels beside it (see `convert::UploadFailure`),
+/// because hyper may report only a generic error once the body aborts.
+#[derive(Debug)]
+pub(crate) struct UploadAborted;
+
+impl fmt::Display for UploadAborted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request body could not be read")
+    }
+}
+
+impl StdError for UploadAborted {}
+
+fn chain<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(e), |e: &&'a (dyn StdError + 'static)| (*e).source())
+}
+
+fn find<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    chain(e).find_map(|e| e.downcast_ref::<T>())
+}
+
+/// The innermost description, which is what a reader of the message wants
+/// ("connection refused" rather than "client error (Connect)").
+fn describe(e: &(dyn StdError + 'static)) -> String {
+    chain(e)
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// A request body read error: the load fails with `io`.
+pub(crate) fn upload(e: io::Error) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!("reading the request body failed: {e}"),
+    )
+    .with_source(e)
+}
+
+/// The total timeout elapsed.
+pub(crate) fn total_timeout(elapsed: tokio::time::error::Elapsed) -> Error {
+    Error::timeout(TimeoutPhase::Total).with_source(elapsed)
+}
+
+/// A failure before the response head arrived (connecting, sending the
+/// request, reading the head).
+pub(crate) fn request(err: hyper_util::client::legacy::Error, upload_failed: Option<io::Error>) -> Error {
+    // A failed body read makes hyper abort the request with an error of its
+    // own; the stored read error is the real cause.
+    if let Some(e) = upload_failed {
+        return upload(e);
+    }
+    let dyn_err: &(dyn StdError + 'static) = &err;
+    let message = describe(dyn_err);
+
+    if let Some(failure) = find::<ConnectFailure>(dyn_err) {
+        let kind = match failure {
+            ConnectFailure::Timeout(_) => {
+                return Error::timeout(TimeoutPhase::Connect).with_source(err);
+            }
+            ConnectFailure::NoAddress { .. } | ConnectFailure::Resolve(_) => ErrorKind::Dns,
+        };
+        return Error::new(kind, message).with_source(err);
+    }
+
+    if err.is_connect() {
+        // Refused, unreachable, reset during the handshake: the connection
+        // was never established.
+        return Error::new(ErrorKind::Connect, message).with_source(err);
+    }
+
+    if let Some(h) = find::<hyper::Error>(dyn_err) {
+        if h.is_parse() {
+            // A malformed status line or header, or a head past hyper's size limit.
+            return Error::new(ErrorKind::Protocol, message).with_source(err);
+        }
+        if h.is_incomplete_message() {
+            // The server closed the connection before a complete head.
+            return Error::new(ErrorKind::Protocol, message).with_source(err);
+        }
+        if h.is_timeout() {
+            return Error::timeout(TimeoutPhase::Total).with_source(err);
+        }
+    }
+
+    if find::<UploadAborted>(dyn_err).is_some() {
+        return Error::new(ErrorKind::Io, message).with_source(err);
+    }
+
+    if let Some(io) = find::<io::Error>(dyn_err) {
+        if matches!(
+            io.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+        ) {
+            return Error::new(ErrorKind::Protocol, message).with_source(err);
+        }
+    }
+
+    Error::new(ErrorKind::Io, message).with_source(err)
+}
+
+/// A failure while the body streamed, after the head was reported.
+/// `expected` and `received` are the sink's Content-Length and byte count.
+pub(crate) fn body(
+    err: hyper::Error,
+    expected: Option<u64>,
+    received: u64,
+    upload_failed: Option<io::Error>,
+) -> Error {
+    if let Some(e) = upload_failed {
+        return upload(e);
+    }
+    if let Some(expected) = expected {
+        if received < expected {
+            // Whatever cut the stream (a close, a reset), the body is short of
+            // what the head declared.
+            return Error::truncated(expected, received).with_source(err);
+        }
+    }
+    let dyn_err: &(dyn StdError + 'static) = &err;
+    let message = describe(dyn_err);
+    let framing = err.is_incomplete_message()
+        || err.is_parse()
+        || find::<io::Error>(dyn_err).is_some_and(|io| {
+            matches!(
+                io.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+            )
+        });
+    let kind = if framing {
+        // A chunked body cut short or with a malformed chunk: without a
+        // declared length there is nothing to report as truncated, the
+        // framing itself is broken.
+        ErrorKind::Protocol
+    } else {
+        ErrorKind::Io
+    };
+    Error::new(kind, message).with_source(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_failures_name_their_cause() {
+        let f = ConnectFailure::NoAddress {
+            host: "a.test".into(),
+            port: 80,
+        };
+        assert_eq!(f.to_string(), "a.test:80 is mapped to no address");
+        let wrapped: Box<dyn StdError + Send + Sync> = Box::new(f);
+        assert!(find::<ConnectFailure>(&*wrapped).is_some());
+    }
+}

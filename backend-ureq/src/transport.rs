@@ -1,0 +1,493 @@
+//! How ureq reaches the network here: host overrides as a [`Resolver`], and
+//! plain TCP as a [`Connector`] whose sockets the backend can shut down.
+//!
+//! ureq has no cancel API and its own `TcpTransport` keeps the socket to
+//! itself, so this module makes the TCP connections and owns the transport.
+//! Each exchange runs under a [`Watch`] set for its worker thread: the
+//! transport registers its socket with the watch on every read and write, so a
+//! cancel can `shutdown(Both)` the socket and wake a worker blocked waiting
+//! for the response head or a body byte. The watch also collects what the
+//! library does not report: the peer address and the load timing.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use handle_api::{HostOverrides, LoadTiming, Resolution};
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::time::Duration as UreqDuration;
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
+};
+use ureq::Timeout;
+
+use crate::error::{CancelledIo, ConnectError, ResolveError};
+
+/// The shortest attempt given to one address when several share a budget.
+const MIN_ATTEMPT: Duration = Duration::from_millis(10);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded state stays consistent across a panic (plain assignments), so poison is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+thread_local! {
+    /// The exchange the current worker thread is running.
+    static CURRENT: RefCell<Option<Arc<Watch>>> = const { RefCell::new(None) };
+}
+
+fn with_current<R>(f: impl FnOnce(&Watch) -> R) -> Option<R> {
+    CURRENT.with(|c| c.borrow().as_deref().map(f))
+}
+
+/// One exchange's view of the network: its cancel flag, the socket it is
+/// using, and the timing of its phases.
+pub(crate) struct Watch {
+    id: u64,
+    start: Instant,
+    cancelled: AtomicBool,
+    state: Mutex<WatchState>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    socket: Option<Arc<Socket>>,
+    dns: Option<Duration>,
+    connect: Option<Duration>,
+    last_write: Option<Duration>,
+    request_sent: Option<Duration>,
+    first_byte: Option<Duration>,
+}
+
+impl Watch {
+    pub(crate) fn new() -> Arc<Watch> {
+        // Ids start at 1: a socket owned by 0 belongs to no exchange.
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Arc::new(Watch {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            start: Instant::now(),
+            cancelled: AtomicBool::new(false),
+            state: Mutex::new(WatchState::default()),
+        })
+    }
+
+    /// Makes this the current thread's exchange until the guard is dropped.
+    pub(crate) fn enter(self: &Arc<Self>) -> WatchGuard {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        WatchGuard {
+            watch: self.clone(),
+        }
+    }
+
+    /// Aborts the exchange: later I/O fails at once, and I/O blocked right now
+    /// is woken by shutting the socket down.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        let st = lock(&self.state);
+        if let Some(socket) = &st.socket {
+            socket.shutdown_if_owned_by(self.id);
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Address of the peer of the connection the exchange used last.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        lock(&self.state).socket.as_ref().map(|s| s.peer)
+    }
+
+    /// The phases measured so far, from the start of the exchange.
+    pub(crate) fn timing(&self) -> LoadTiming {
+        let st = lock(&self.state);
+        LoadTiming {
+            dns: st.dns,
+            connect: st.connect,
+            tls: None,
+            request_sent: st.request_sent,
+            first_byte: st.first_byte,
+            complete: None,
+        }
+    }
+
+    /// Time since the exchange started.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn check(&self) -> Result<(), ureq::Error> {
+        if self.is_cancelled() {
+            return Err(ureq::Error::Io(io::Error::other(CancelledIo)));
+        }
+        Ok(())
+    }
+
+    /// Registers `socket` as the one this exchange is using before each I/O.
+    fn attach(&self, socket: &Arc<Socket>) -> Result<(), ureq::Error> {
+        let mut st = lock(&self.state);
+        if !st.socket.as_ref().is_some_and(|s| Arc::ptr_eq(s, socket)) {
+            st.socket = Some(socket.clone());
+        }
+        socket.claim(self.id);
+        // Checked under the state lock: a cancel either sees the socket or is seen here.
+        self.check()
+    }
+
+    fn record_dns(&self) {
+        let at = self.elapsed();
+        lock(&self.state).dns.get_or_insert(at);
+    }
+
+    fn record_connect(&self) {
+        let at = self.elapsed();
+        lock(&self.state).connect = Some(at);
+    }
+
+    fn record_write(&self) {
+        let at = self.elapsed();
+        let mut st = lock(&self.state);
+        if st.first_byte.is_none() {
+            st.last_write = Some(at);
+        }
+    }
+
+    fn record_read(&self) {
+        let at = self.elapsed();
+        let mut st = lock(&self.state);
+        if st.first_byte.is_none() {
+            st.first_byte = Some(at);
+            st.request_sent = st.last_write;
+        }
+    }
+}
+
+/// Ends the exchange's claim on the thread and on its socket.
+pub(crate) struct WatchGuard {
+    watch: Arc<Watch>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| *c.borrow_mut() = None);
+        let mut st = lock(&self.watch.state);
+        // The connection may be pooled and serve another exchange: a late
+        // cancel of this one must not shut it down.
+        if let Some(socket) = st.socket.take() {
+            socket.release(self.watch.id);
+        }
+    }
+}
+
+/// A connected socket shared between the transport (all I/O goes through
+/// `&TcpStream`) and the watch of the exchange using it.
+struct Socket {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Id of the exchange using the connection; 0 while it is idle in the pool.
+    owner: Mutex<u64>,
+}
+
+impl Socket {
+    fn claim(&self, id: u64) {
+        *lock(&self.owner) = id;
+    }
+
+    fn release(&self, id: u64) {
+        let mut owner = lock(&self.owner);
+        if *owner == id {
+            *owner = 0;
+        }
+    }
+
+    fn release_any(&self) {
+        *lock(&self.owner) = 0;
+    }
+
+    fn shutdown_if_owned_by(&self, id: u64) {
+        let owner = lock(&self.owner);
+        if *owner == id {
+            // An error means the socket is closed already, which is what we want.
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Host overrides first (like curl's `--resolve`), the system resolver for
+/// names that are not overridden.
+#[derive(Debug)]
+pub(crate) struct OverrideResolver {
+    overrides: HostOverrides,
+    system: DefaultResolver,
+}
+
+impl OverrideResolver {
+    pub(crate) fn new(overrides: HostOverrides) -> Self {
+        OverrideResolver {
+            overrides,
+            system: DefaultResolver::default(),
+        }
+    }
+}
+
+impl Resolver for OverrideResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        if let Some(r) = with_current(Watch::check) {
+            r?;
+        }
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().unwrap_or_else(|| {
+            if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            }
+        });
+        let result = match self.overrides.lookup(host, port) {
+            Resolution::Addrs(addrs) => {
+                let mut out = self.empty();
+                for a in addrs {
+                    // ureq holds at most 16 addresses; the first 16 are plenty.
+                    if out.try_push(a).is_err() {
+                        break;
+                    }
+                }
+                Ok(out)
+            }
+            Resolution::NoAddress => Err(ureq::Error::Other(Box::new(ResolveError::new(
+                host, port, None,
+            )))),
+            Resolution::System => match self.system.resolve(uri, config, timeout) {
+                Ok(addrs) => Ok(addrs),
+                // A name the system cannot resolve is a DNS failure, whatever ureq calls it.
+                Err(e @ (ureq::Error::HostNotFound | ureq::Error::Io(_))) => Err(
+                    ureq::Error::Other(Box::new(ResolveError::new(host, port, Some(e)))),
+                ),
+                Err(e) => Err(e),
+            },
+        };
+        with_current(Watch::record_dns);
+        result
+    }
+}
+
+/// Opens plain TCP connections (no proxy, no TLS) as [`WatchedTcp`] transports.
+#[derive(Debug, Default)]
+pub(crate) struct WatchedTcpConnector;
+
+impl Connector<()> for WatchedTcpConnector {
+    type Out = WatchedTcp;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<()>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        debug_assert!(chained.is_none(), "first connector of the chain");
+        if let Some(r) = with_current(Watch::check) {
+            r?;
+        }
+        let stream = connect(&details.addrs, details.timeout)?;
+        let peer = stream.peer_addr().map_err(|e| {
+            ureq::Error::Other(Box::new(ConnectError::new(details.addrs.first().copied(), e)))
+        })?;
+        if details.config.no_delay() {
+            stream.set_nodelay(true)?;
+        }
+        with_current(Watch::record_connect);
+        let config = details.config;
+        Ok(Some(WatchedTcp {
+            socket: Arc::new(Socket {
+                stream,
+                peer,
+                owner: Mutex::new(0),
+            }),
+            buffers: LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
+            read_timeout: None,
+            write_timeout: None,
+        }))
+    }
+}
+
+/// Tries each address in turn within the connect budget: every address but
+/// the last gets half of what is left, so one black-holed address cannot eat
+/// the whole budget.
+fn connect(addrs: &[SocketAddr], timeout: NextTimeout) -> Result<TcpStream, ureq::Error> {
+    let deadline = match timeout.after {
+        UreqDuration::Exact(d) => Some(Instant::now() + d),
+        UreqDuration::NotHappening => None,
+    };
+    let mut last: Option<ureq::Error> = None;
+    for (i, addr) in addrs.iter().enumerate() {
+        let is_last = i + 1 == addrs.len();
+        let attempt = match deadline {
+            None => TcpStream::connect(addr),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ureq::Error::Timeout(timeout.reason));
+                }
+                let budget = if is_last { left } else { (left / 2).max(MIN_ATTEMPT) };
+                TcpStream::connect_timeout(addr, budget)
+            }
+        };
+        match attempt {
+            Ok(stream) => return Ok(stream),
+            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(ureq::Error::Timeout(timeout.reason));
+                }
+                last = Some(ureq::Error::Timeout(Timeout::Connect));
+            }
+            Err(e) => {
+                last = Some(ureq::Error::Other(Box::new(ConnectError::new(
+                    Some(*addr),
+                    e,
+                ))))
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        ureq::Error::Other(Box::new(ConnectError::new(
+            None,
+            io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to connect to"),
+        )))
+    }))
+}
+
+/// ureq's TCP transport, plus the registration with the running exchange's
+/// [`Watch`] that makes cancellation and peer-address reporting possible.
+pub(crate) struct WatchedTcp {
+    socket: Arc<Socket>,
+    buffers: LazyBuffers,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for WatchedTcp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WatchedTcp")
+            .field("peer", &self.socket.peer)
+            .finish()
+    }
+}
+
+impl WatchedTcp {
+    fn attach(&self) -> Result<(), ureq::Error> {
+        with_current(|w| w.attach(&self.socket)).unwrap_or(Ok(()))
+    }
+}
+
+/// Applies a ureq timeout to the socket, skipping the syscall when unchanged.
+/// `None` when the budget is already spent.
+fn socket_timeout(
+    timeout: NextTimeout,
+    previous: &mut Option<Duration>,
+    set: impl FnOnce(Option<Duration>) -> io::Result<()>,
+) -> Result<(), ureq::Error> {
+    let wanted = match timeout.after {
+        UreqDuration::NotHappening => None,
+        UreqDuration::Exact(d) if d.is_zero() => return Err(ureq::Error::Timeout(timeout.reason)),
+        UreqDuration::Exact(d) => Some(d),
+    };
+    if wanted != *previous {
+        set(wanted)?;
+        *previous = wanted;
+    }
+    Ok(())
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    // A socket timeout shows as EAGAIN (WouldBlock) on Unix and TimedOut on Windows.
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+impl Transport for WatchedTcp {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.attach()?;
+        let timeout = timeout.for_write();
+        let stream = &self.socket.stream;
+        socket_timeout(timeout, &mut self.write_timeout, |t| {
+            stream.set_write_timeout(t)
+        })?;
+        let output = &self.buffers.output()[..amount];
+        match (&self.socket.stream).write_all(output) {
+            Ok(()) => {}
+            Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(timeout.reason)),
+            Err(e) => return Err(e.into()),
+        }
+        with_current(Watch::record_write);
+        Ok(())
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.attach()?;
+        let timeout = timeout.for_read();
+        let started = Instant::now();
+        loop {
+            let stream = &self.socket.stream;
+            socket_timeout(timeout, &mut self.read_timeout, |t| {
+                stream.set_read_timeout(t)
+            })?;
+            let input = self.buffers.input_append_buf();
+            match (&self.socket.stream).read(input) {
+                Ok(n) => {
+                    self.buffers.input_appended(n);
+                    if n > 0 {
+                        with_current(Watch::record_read);
+                    }
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    // A signal interrupted the read: retry with what is left of the budget.
+                    if let UreqDuration::Exact(d) = timeout.after {
+                        let left = d.saturating_sub(started.elapsed());
+                        if left.is_zero() {
+                            return Err(ureq::Error::Timeout(timeout.reason));
+                        }
+                        self.socket.stream.set_read_timeout(Some(left))?;
+                        self.read_timeout = Some(left);
+                    }
+                }
+                Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(timeout.reason)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn is_open(&mut self) -> bool {
+        // ureq asks before pooling a connection and before reusing it: either
+        // way no exchange owns it now, so a late cancel must not touch it.
+        self.socket.release_any();
+        probe(&self.socket.stream).unwrap_or(false)
+    }
+}
+
+/// True when the idle connection is still usable: nothing to read and not closed.
+fn probe(stream: &TcpStream) -> io::Result<bool> {
+    stream.set_nonblocking(true)?;
+    let mut buf = [0u8; 1];
+    let open = match (&*stream).read(&mut buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+        // Bytes nobody asked for, or EOF: the connection cannot be reused.
+        Ok(_) => false,
+        Err(_) => false,
+    };
+    stream.set_nonblocking(false)?;
+    Ok(open)
+}
