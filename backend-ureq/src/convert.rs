@@ -1,0 +1,162 @@
+//! The exchange in ureq's terms: the agent's configuration, the
+//! `http::Request` ureq runs, and the response head handed back.
+
+use std::io::{self, Read};
+
+use handle_api::http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use handle_api::http::{self, Method, Uri, Version};
+use handle_api::{
+    BackendConfig, BodyFraming, Error, ErrorKind, HttpVersionPref, ResponseHead, UploadBody,
+    WireRequest,
+};
+use ureq::config::{AutoHeaderValue, Config};
+use ureq::{Agent, SendBody};
+
+use crate::error::UploadError;
+use crate::transport::Watch;
+
+/// Bytes ureq reads from the socket at a time; also bounds the response head.
+const INPUT_BUFFER: usize = 128 * 1024;
+/// Idle connections kept over all hosts (ureq's default of 10 is too few for 6 per host).
+const MAX_IDLE_TOTAL: usize = 256;
+
+/// The agent configuration: ureq's own policies (redirects, automatic
+/// headers, status errors, proxies from the environment) all off, because
+/// handle-api owns them.
+pub(crate) fn agent_config(config: &BackendConfig) -> Config {
+    let per_host = config.max_connections_per_host.max(1);
+    Config::builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .save_redirect_history(false)
+        .user_agent(AutoHeaderValue::None)
+        .accept(AutoHeaderValue::None)
+        .accept_encoding(AutoHeaderValue::None)
+        // Proxies come from handle-api's configuration later, never from ureq's environment lookup.
+        .proxy(None)
+        .https_only(false)
+        .allow_non_standard_methods(true)
+        .max_idle_connections_per_host(per_host)
+        .max_idle_connections(MAX_IDLE_TOTAL.max(per_host))
+        .max_idle_age(config.idle_timeout)
+        .input_buffer_size(INPUT_BUFFER)
+        .max_response_header_size(INPUT_BUFFER / 2)
+        .no_delay(true)
+        .build()
+}
+
+/// Refuses what this backend cannot put on the wire, before any I/O.
+pub(crate) fn check(request: &WireRequest) -> Result<(), Error> {
+    match request.http_version {
+        HttpVersionPref::Http1 => {}
+        HttpVersionPref::Http2 | HttpVersionPref::Http2PriorKnowledge => {
+            return Err(Error::new(ErrorKind::Unsupported, "ureq has no HTTP/2"));
+        }
+    }
+    match request.url.scheme() {
+        "http" => Ok(()),
+        "https" => Err(Error::new(
+            ErrorKind::Unsupported,
+            "https is not built into the ureq backend yet: TLS comes with the rustls provider",
+        )),
+        other => Err(Error::new(
+            ErrorKind::UnsupportedScheme,
+            format!("the ureq backend speaks http, not {other}"),
+        )),
+    }
+}
+
+/// The request ureq runs: method, url, the headers exactly as given, the
+/// framing header, the body as a stream, and the per-request timeouts.
+///
+/// The framing header is always written here rather than left to ureq, so
+/// that ureq sends exactly that: with Content-Length or Transfer-Encoding
+/// present it neither adds nor changes one.
+pub(crate) fn to_ureq<'a>(
+    agent: &Agent,
+    wire: &mut WireRequest,
+    body: &'a mut UploadReader<'_>,
+) -> Result<http::Request<SendBody<'a>>, Error> {
+    let uri: Uri = wire.url.as_str().parse().map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            format!("the url cannot be sent by ureq: {e}"),
+        )
+        .with_source(e)
+    })?;
+    let mut headers = std::mem::take(&mut wire.headers);
+    let framing = match wire.framing {
+        // ureq always frames a POST, PUT or PATCH body (chunked when no length
+        // is set); an empty Content-Length is the closest to "no body".
+        BodyFraming::None if needs_body(&wire.method) => BodyFraming::Length(0),
+        f => f,
+    };
+    let send_body = match framing {
+        BodyFraming::None => SendBody::none(),
+        BodyFraming::Length(n) => {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            SendBody::from_reader(body)
+        }
+        BodyFraming::Chunked => {
+            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            SendBody::from_reader(body)
+        }
+    };
+    let mut request = http::Request::new(send_body);
+    *request.method_mut() = wire.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    if wire.timeout.is_none() && wire.connect_timeout.is_none() {
+        return Ok(request);
+    }
+    Ok(agent
+        .configure_request(request)
+        // ureq's global timeout runs from the start of the call to the end of the body.
+        .timeout_global(wire.timeout)
+        .timeout_connect(wire.connect_timeout)
+        .build())
+}
+
+fn needs_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+/// The request body as ureq reads it. Its errors are tagged so they are
+/// reported as the upload's fault (`io`), not the network's.
+pub(crate) struct UploadReader<'a>(pub(crate) &'a mut UploadBody);
+
+impl Read for UploadReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| io::Error::other(UploadError(e)))
+    }
+}
+
+/// The response head as handle-api wants it. ureq does not keep the reason
+/// phrase, so handle-api fills in the canonical one.
+pub(crate) fn head(response: &mut http::Response<ureq::Body>, watch: &Watch) -> ResponseHead {
+    let mut head = ResponseHead::new(
+        response.status(),
+        response.version(),
+        std::mem::take(response.headers_mut()),
+    );
+    head.remote_addr = watch.peer();
+    head.timing = watch.timing();
+    head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_turns_library_policies_off() {
+        let c = agent_config(&BackendConfig::default());
+        assert!(!c.http_status_as_error());
+        assert_eq!(c.max_redirects(), 0);
+        assert!(c.proxy().is_none());
+        assert!(c.allow_non_standard_methods());
+        assert_eq!(c.max_idle_connections_per_host(), 6);
+    }
+}
