@@ -48,7 +48,17 @@ pub(crate) fn configure<H>(
     if let Some(list) = resolve_list(req, config)? {
         easy.resolve(list).map_err(set("the host override"))?;
     }
-    easy.url(req.url.as_str()).map_err(set("the url"))?;
+    // curl would turn userinfo in the url into Basic auth of its own;
+    // credentials are handle-api's policy, so curl never sees them.
+    if req.url.username().is_empty() && req.url.password().is_none() {
+        easy.url(req.url.as_str()).map_err(set("the url"))?;
+    } else {
+        let mut url = req.url.clone();
+        // Only fails for urls that cannot have credentials, which these had.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        easy.url(url.as_str()).map_err(set("the url"))?;
+    }
     // The url crate already normalised the path; curl must not do it again
     // differently (dot segments), so the wire carries what the url says.
     easy.path_as_is(true).map_err(set("PATH_AS_IS"))?;
@@ -68,12 +78,10 @@ pub(crate) fn configure<H>(
     // Policy lives in handle-api: curl's own versions stay off. COOKIEFILE is
     // never set, so curl's cookie engine never starts; ACCEPT_ENCODING is
     // never set, so curl neither advertises nor decodes content codings.
-    easy.follow_location(false)
-        .map_err(set("FOLLOWLOCATION"))?;
+    easy.follow_location(false).map_err(set("FOLLOWLOCATION"))?;
     easy.http_content_decoding(false)
         .map_err(set("HTTP_CONTENT_DECODING"))?;
-    easy.http_09_allowed(false)
-        .map_err(set("HTTP09_ALLOWED"))?;
+    easy.http_09_allowed(false).map_err(set("HTTP09_ALLOWED"))?;
     // An empty proxy disables curl's use of http_proxy/HTTPS_PROXY from the
     // environment; proxies are configured through handle-api.
     easy.proxy("").map_err(set("PROXY"))?;
@@ -150,8 +158,7 @@ fn method<H>(easy: &mut Easy2<H>, req: &WireRequest) -> Result<()> {
         (_, BodyFraming::None) => {
             easy.get(true).map_err(set("HTTPGET"))?;
             if m != Method::GET {
-                easy.custom_request(m.as_str())
-                    .map_err(set("the method"))?;
+                easy.custom_request(m.as_str()).map_err(set("the method"))?;
             }
         }
         (&Method::POST, framing) => {
@@ -169,8 +176,7 @@ fn method<H>(easy: &mut Easy2<H>, req: &WireRequest) -> Result<()> {
                 easy.in_filesize(n).map_err(set("INFILESIZE_LARGE"))?;
             }
             if m != Method::PUT {
-                easy.custom_request(m.as_str())
-                    .map_err(set("the method"))?;
+                easy.custom_request(m.as_str()).map_err(set("the method"))?;
             }
         }
     }

@@ -11,15 +11,16 @@ use std::time::Duration;
 use handle_api::{Error, ErrorKind, TimeoutPhase};
 
 // CURLcodes that curl-rust has no `is_*` helper for (values from curl.h).
-const CURLE_NOT_BUILT_IN: i32 = 4;
-const CURLE_HTTP2: i32 = 16;
-const CURLE_HTTP2_STREAM: i32 = 92;
-const CURLE_SSL_PINNEDPUBKEYNOTMATCH: i32 = 90;
-const CURLE_SSL_INVALIDCERTSTATUS: i32 = 91;
-const CURLE_PROXY: i32 = 97;
-const CURLE_SSL_CLIENTCERT: i32 = 98;
-const CURLE_TOO_LARGE: i32 = 100;
-const CURLE_ECH_REQUIRED: i32 = 101;
+const CURLE_NOT_BUILT_IN: i64 = 4;
+const CURLE_WEIRD_SERVER_REPLY: i64 = 8;
+const CURLE_HTTP2: i64 = 16;
+const CURLE_HTTP2_STREAM: i64 = 92;
+const CURLE_SSL_PINNEDPUBKEYNOTMATCH: i64 = 90;
+const CURLE_SSL_INVALIDCERTSTATUS: i64 = 91;
+const CURLE_PROXY: i64 = 97;
+const CURLE_SSL_CLIENTCERT: i64 = 98;
+const CURLE_TOO_LARGE: i64 = 100;
+const CURLE_ECH_REQUIRED: i64 = 101;
 
 /// curl's connect timeout when CURLOPT_CONNECTTIMEOUT is not set.
 pub(crate) const CURL_DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -64,22 +65,17 @@ pub(crate) fn map(e: curl::Error, cx: FailureContext) -> Error {
     } else if e.is_couldnt_connect() {
         ErrorKind::Connect
     } else if e.is_operation_timedout() {
-        return Error::timeout(timeout_phase(&cx)).with_source(e);
+        return Error::timeout(timeout_phase(&e, &cx)).with_source(e);
     } else if e.is_partial_file() {
-        return match cx.expected {
-            Some(expected) => Error::truncated(expected, cx.received).with_source(e),
-            // A chunked or close-delimited body cut short has no declared
-            // length to quote, but it is the same fault.
-            None => Error::new(ErrorKind::BodyTruncated, msg).with_source(e),
-        };
-    } else if e.is_weird_server_reply()
+        return Error::truncated(cx.expected, cx.received).with_source(e);
+    } else if code(&e) == CURLE_WEIRD_SERVER_REPLY
         || e.is_got_nothing()
         // The url's scheme is always http or https here, so "unsupported
         // protocol" is curl refusing an HTTP/0.9 (status-line-less) reply.
         || e.is_unsupported_protocol()
         || e.is_bad_content_encoding()
-        || e.code() == CURLE_HTTP2
-        || e.code() == CURLE_HTTP2_STREAM
+        || code(&e) == CURLE_HTTP2
+        || code(&e) == CURLE_HTTP2_STREAM
         || is_chunk_framing(&e)
     {
         ErrorKind::Protocol
@@ -96,7 +92,7 @@ pub(crate) fn map(e: curl::Error, cx: FailureContext) -> Error {
         || e.is_ssl_engine_initfailed()
         || e.is_use_ssl_failed()
         || matches!(
-            e.code(),
+            code(&e),
             CURLE_SSL_PINNEDPUBKEYNOTMATCH
                 | CURLE_SSL_INVALIDCERTSTATUS
                 | CURLE_SSL_CLIENTCERT
@@ -104,9 +100,9 @@ pub(crate) fn map(e: curl::Error, cx: FailureContext) -> Error {
         )
     {
         ErrorKind::Tls
-    } else if e.is_couldnt_resolve_proxy() || e.code() == CURLE_PROXY {
+    } else if e.is_couldnt_resolve_proxy() || code(&e) == CURLE_PROXY {
         ErrorKind::Proxy
-    } else if e.is_filesize_exceeded() || e.code() == CURLE_TOO_LARGE {
+    } else if e.is_filesize_exceeded() || code(&e) == CURLE_TOO_LARGE {
         ErrorKind::LimitExceeded
     } else if e.is_url_malformed() {
         ErrorKind::InvalidRequest
@@ -120,7 +116,7 @@ pub(crate) fn map(e: curl::Error, cx: FailureContext) -> Error {
 
 /// Maps an error curl returned while the transfer was being configured.
 pub(crate) fn setup(what: &str, e: curl::Error) -> Error {
-    let kind = if e.is_unknown_option() || e.code() == CURLE_NOT_BUILT_IN {
+    let kind = if e.is_unknown_option() || code(&e) == CURLE_NOT_BUILT_IN {
         ErrorKind::Unsupported
     } else if e.is_url_malformed() {
         ErrorKind::InvalidRequest
@@ -142,10 +138,17 @@ pub(crate) fn multi(what: &str, e: curl::MultiError) -> Error {
 /// A CURLE_OPERATION_TIMEDOUT is a connect timeout when the connection was
 /// not up yet and the connect timeout, not the total one, was the shorter
 /// deadline; otherwise the total timeout fired.
-fn timeout_phase(cx: &FailureContext) -> TimeoutPhase {
+fn timeout_phase(e: &curl::Error, cx: &FailureContext) -> TimeoutPhase {
+    // curl words the message after its own state: "Resolving timed out" and
+    // "Connection timed out" while connecting (TCP and TLS), "Operation timed
+    // out" once connected. The timing-based guess is for a missing message.
+    let connecting = match e.extra_description() {
+        Some(m) => m.starts_with("Connection timed out") || m.starts_with("Resolving timed out"),
+        None => !cx.connected,
+    };
     let connect = cx.connect_timeout.unwrap_or(CURL_DEFAULT_CONNECT_TIMEOUT);
     match cx.timeout {
-        _ if cx.connected => TimeoutPhase::Total,
+        _ if !connecting => TimeoutPhase::Total,
         Some(total) if total < connect => TimeoutPhase::Total,
         _ => TimeoutPhase::Connect,
     }
@@ -155,9 +158,13 @@ fn timeout_phase(cx: &FailureContext) -> TimeoutPhase {
 /// tells it apart from a socket failure.
 fn is_chunk_framing(e: &curl::Error) -> bool {
     e.is_recv_error()
-        && e
-            .extra_description()
+        && e.extra_description()
             .is_some_and(|m| m.contains("chunk") || m.contains("Chunk"))
+}
+
+/// The CURLcode, whose C type differs between platforms.
+fn code(e: &curl::Error) -> i64 {
+    i64::from(e.code())
 }
 
 fn message(e: &curl::Error) -> String {
@@ -171,8 +178,8 @@ fn message(e: &curl::Error) -> String {
 mod tests {
     use super::*;
 
-    fn curl_err(code: i32) -> curl::Error {
-        curl::Error::new(code)
+    fn curl_err(code: u8) -> curl::Error {
+        curl::Error::new(code.into())
     }
 
     #[test]
@@ -210,7 +217,7 @@ mod tests {
             },
         );
         let t = e.truncation().expect("counts");
-        assert_eq!((t.expected, t.received), (10, 4));
+        assert_eq!((t.expected, t.received), (Some(10), 4));
     }
 
     #[test]
@@ -238,13 +245,38 @@ mod tests {
             )
             .timeout_phase()
         };
-        assert_eq!(phase(false, Some(ms(100)), None), Some(TimeoutPhase::Connect));
+        assert_eq!(
+            phase(false, Some(ms(100)), None),
+            Some(TimeoutPhase::Connect)
+        );
         assert_eq!(
             phase(false, Some(ms(100)), Some(ms(50))),
             Some(TimeoutPhase::Total)
         );
         assert_eq!(phase(false, None, Some(ms(50))), Some(TimeoutPhase::Total));
         assert_eq!(phase(true, Some(ms(100)), None), Some(TimeoutPhase::Total));
+
+        let worded = |msg: &str| {
+            let mut e = curl_err(28);
+            e.set_extra(msg.into());
+            map(
+                e,
+                FailureContext {
+                    connected: true,
+                    connect_timeout: Some(ms(100)),
+                    ..Default::default()
+                },
+            )
+            .timeout_phase()
+        };
+        assert_eq!(
+            worded("Connection timed out after 100 milliseconds"),
+            Some(TimeoutPhase::Connect)
+        );
+        assert_eq!(
+            worded("Operation timed out after 100 milliseconds with 0 bytes received"),
+            Some(TimeoutPhase::Total)
+        );
     }
 
     #[test]

@@ -126,7 +126,7 @@ fn uri(url: &url::Url) -> Result<Uri> {
     // Neither can fail for an http url with a host, which was checked above.
     let _ = url.set_username("");
     let _ = url.set_password(None);
-    if url.host_str().map_or(true, str::is_empty) {
+    if url.host_str().is_none_or(str::is_empty) {
         return Err(Error::new(ErrorKind::InvalidRequest, "the url has no host"));
     }
     url.as_str().parse::<Uri>().map_err(|e| {
@@ -167,8 +167,16 @@ struct Stream {
 }
 
 impl WireBody {
-    fn new(upload: UploadBody, framing: BodyFraming, runtime: Handle, failure: UploadFailure) -> Self {
+    fn new(
+        upload: UploadBody,
+        framing: BodyFraming,
+        runtime: Handle,
+        failure: UploadFailure,
+    ) -> Self {
         let kind = match framing {
+            // An empty POST still says `Content-Length: 0`, but from the
+            // header `prepare` wrote: hyper writes none for an ended body.
+            _ if upload.is_empty() => Kind::Empty,
             BodyFraming::None => Kind::Empty,
             BodyFraming::Length(_) | BodyFraming::Chunked => match upload.as_bytes().cloned() {
                 Some(data) => Kind::Memory {

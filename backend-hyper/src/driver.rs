@@ -98,9 +98,13 @@ struct SystemResolver(GaiResolver);
 impl Service<Name> for SystemResolver {
     type Response = GaiAddrs;
     type Error = ConnectFailure;
-    type Future = Pin<Box<dyn Future<Output = std::result::Result<GaiAddrs, ConnectFailure>> + Send>>;
+    type Future =
+        Pin<Box<dyn Future<Output = std::result::Result<GaiAddrs, ConnectFailure>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), ConnectFailure>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::result::Result<(), ConnectFailure>> {
         self.0.poll_ready(cx).map_err(ConnectFailure::Resolve)
     }
 
@@ -127,7 +131,8 @@ pub(crate) struct Connector {
 impl Service<Uri> for Connector {
     type Response = TokioIo<TcpStream>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = std::result::Result<Self::Response, BoxError>> + Send>>;
+    type Future =
+        Pin<Box<dyn Future<Output = std::result::Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -257,7 +262,10 @@ async fn exchange(
         .extensions
         .get::<hyper::ext::ReasonPhrase>()
         .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
-    head.remote_addr = parts.extensions.get::<HttpInfo>().map(HttpInfo::remote_addr);
+    head.remote_addr = parts
+        .extensions
+        .get::<HttpInfo>()
+        .map(HttpInfo::remote_addr);
     // The head is parsed as soon as its last byte is in, so this is the
     // closest honest figure hyper allows.
     head.timing.first_byte = Some(start.elapsed());
@@ -265,7 +273,12 @@ async fn exchange(
 
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            error::body(e, sink.expected_len(), sink.received(), upload_failure.take())
+            error::body(
+                e,
+                sink.expected_len(),
+                sink.received(),
+                upload_failure.take(),
+            )
         })?;
         // Trailers are not part of the contract's body.
         if let Ok(data) = frame.into_data() {

@@ -100,7 +100,10 @@ pub(crate) fn total_timeout(elapsed: tokio::time::error::Elapsed) -> Error {
 
 /// A failure before the response head arrived (connecting, sending the
 /// request, reading the head).
-pub(crate) fn request(err: hyper_util::client::legacy::Error, upload_failed: Option<io::Error>) -> Error {
+pub(crate) fn request(
+    err: hyper_util::client::legacy::Error,
+    upload_failed: Option<io::Error>,
+) -> Error {
     // A failed body read makes hyper abort the request with an error of its
     // own; the stored read error is the real cause.
     if let Some(e) = upload_failed {
@@ -170,23 +173,24 @@ pub(crate) fn body(
         if received < expected {
             // Whatever cut the stream (a close, a reset), the body is short of
             // what the head declared.
-            return Error::truncated(expected, received).with_source(err);
+            return Error::truncated(Some(expected), received).with_source(err);
         }
     }
     let dyn_err: &(dyn StdError + 'static) = &err;
     let message = describe(dyn_err);
-    let framing = err.is_incomplete_message()
-        || err.is_parse()
-        || find::<io::Error>(dyn_err).is_some_and(|io| {
-            matches!(
-                io.kind(),
-                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
-            )
-        });
-    let kind = if framing {
-        // A chunked body cut short or with a malformed chunk: without a
-        // declared length there is nothing to report as truncated, the
-        // framing itself is broken.
+    let io_kind = find::<io::Error>(dyn_err).map(io::Error::kind);
+    if err.is_incomplete_message() || io_kind == Some(io::ErrorKind::UnexpectedEof) {
+        // The connection ended inside a chunked body: the same fault as a
+        // short Content-Length body, without a length to quote.
+        return Error::truncated(expected, received).with_source(err);
+    }
+    let malformed = err.is_parse()
+        || matches!(
+            io_kind,
+            Some(io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput)
+        );
+    // A malformed chunk breaks the framing itself.
+    let kind = if malformed {
         ErrorKind::Protocol
     } else {
         ErrorKind::Io

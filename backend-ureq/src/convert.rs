@@ -73,19 +73,26 @@ pub(crate) fn check(request: &WireRequest) -> Result<(), Error> {
 /// The framing header is always written here rather than left to ureq, so
 /// that ureq sends exactly that: with Content-Length or Transfer-Encoding
 /// present it neither adds nor changes one.
-pub(crate) fn to_ureq<'a>(
+pub(crate) fn to_ureq(
     agent: &Agent,
-    wire: &mut WireRequest,
-    body: &'a mut UploadReader<'_>,
-) -> Result<http::Request<SendBody<'a>>, Error> {
-    let uri: Uri = wire.url.as_str().parse().map_err(|e| {
+    wire: WireRequest,
+) -> Result<http::Request<SendBody<'static>>, Error> {
+    let mut url = wire.url;
+    // ureq turns userinfo into its own Authorization header; credentials are
+    // handle-api's to send, so they never reach ureq.
+    if !url.username().is_empty() || url.password().is_some() {
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+    }
+    let uri: Uri = url.as_str().parse().map_err(|e| {
         Error::new(
             ErrorKind::InvalidRequest,
             format!("the url cannot be sent by ureq: {e}"),
         )
         .with_source(e)
     })?;
-    let mut headers = std::mem::take(&mut wire.headers);
+    let mut headers = wire.headers;
+    let body = UploadReader(wire.body);
     let framing = match wire.framing {
         // ureq always frames a POST, PUT or PATCH body (chunked when no length
         // is set); an empty Content-Length is the closest to "no body".
@@ -96,15 +103,15 @@ pub(crate) fn to_ureq<'a>(
         BodyFraming::None => SendBody::none(),
         BodyFraming::Length(n) => {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
-            SendBody::from_reader(body)
+            SendBody::from_owned_reader(body)
         }
         BodyFraming::Chunked => {
             headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-            SendBody::from_reader(body)
+            SendBody::from_owned_reader(body)
         }
     };
     let mut request = http::Request::new(send_body);
-    *request.method_mut() = wire.method.clone();
+    *request.method_mut() = wire.method;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
@@ -123,24 +130,29 @@ fn needs_body(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH)
 }
 
-/// The request body as ureq reads it. Its errors are tagged so they are
-/// reported as the upload's fault (`io`), not the network's.
-pub(crate) struct UploadReader<'a>(pub(crate) &'a mut UploadBody);
+/// The request body as ureq reads it, streamed in ureq's buffer-sized
+/// pieces. Its errors are tagged so they are reported as the upload's fault
+/// (`io`), not the network's.
+struct UploadReader(UploadBody);
 
-impl Read for UploadReader<'_> {
+impl Read for UploadReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf).map_err(|e| io::Error::other(UploadError(e)))
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::other(UploadError(e)))
     }
 }
 
-/// The response head as handle-api wants it. ureq does not keep the reason
-/// phrase, so handle-api fills in the canonical one.
+/// The response head as handle-api wants it. ureq drops the reason phrase:
+/// it comes from the status line the transport saw (handle-api falls back to
+/// the canonical one when there is none).
 pub(crate) fn head(response: &mut http::Response<ureq::Body>, watch: &Watch) -> ResponseHead {
     let mut head = ResponseHead::new(
         response.status(),
         response.version(),
         std::mem::take(response.headers_mut()),
     );
+    head.reason = watch.reason(head.status.as_u16());
     head.remote_addr = watch.peer();
     head.timing = watch.timing();
     head

@@ -15,7 +15,7 @@ use std::time::Duration;
 use handle_api::{Bytes, Error, ErrorKind, Exchange, ExchangeSink, WireRequest};
 use ureq::Agent;
 
-use crate::convert::{self, UploadReader};
+use crate::convert;
 use crate::error::{self, Stage};
 use crate::transport::Watch;
 
@@ -138,7 +138,7 @@ fn worker(shared: Arc<Shared>) {
 /// Runs one exchange to its end and reports exactly one outcome.
 fn run(agent: &Agent, exchange: Exchange) {
     let Exchange {
-        request: mut wire,
+        request: wire,
         mut sink,
         ..
     } = exchange;
@@ -154,7 +154,7 @@ fn run(agent: &Agent, exchange: Exchange) {
     let on_cancel = watch.clone();
     sink.on_cancel(move || on_cancel.cancel());
     let guard = watch.enter();
-    let outcome = transfer(agent, &mut wire, &mut sink, &watch);
+    let outcome = transfer(agent, wire, &mut sink, &watch);
     // Detach from the socket before reporting the end, so the application
     // cannot cancel into a connection that already serves another exchange.
     drop(guard);
@@ -167,13 +167,11 @@ fn run(agent: &Agent, exchange: Exchange) {
 
 fn transfer(
     agent: &Agent,
-    wire: &mut WireRequest,
+    wire: WireRequest,
     sink: &mut ExchangeSink,
     watch: &Watch,
 ) -> Result<(), Error> {
-    let mut upload_body = std::mem::replace(&mut wire.body, empty_body());
-    let mut upload = UploadReader(&mut upload_body);
-    let request = convert::to_ureq(agent, wire, &mut upload)?;
+    let request = convert::to_ureq(agent, wire)?;
     let mut response = agent
         .run(request)
         .map_err(|e| error::from_ureq(e, Stage::Head))?;
@@ -203,8 +201,4 @@ fn transfer(
         // instead of returning it to the pool.
         sink.data_blocking(Bytes::copy_from_slice(&buf[..n]))?;
     }
-}
-
-fn empty_body() -> handle_api::UploadBody {
-    todo!()
 }

@@ -175,14 +175,9 @@ pub(crate) fn from_io(e: io::Error, stage: Stage) -> Error {
     }
     match (e.kind(), stage) {
         // ureq reports a connection closed too early as UnexpectedEof.
-        (io::ErrorKind::UnexpectedEof, Stage::Body { expected, received }) => match expected {
-            Some(expected) => Error::truncated(expected, received).with_source(e),
-            None => Error::new(
-                ErrorKind::BodyTruncated,
-                format!("the connection closed after {received} body bytes, before the end of the chunked body"),
-            )
-            .with_source(e),
-        },
+        (io::ErrorKind::UnexpectedEof, Stage::Body { expected, received }) => {
+            Error::truncated(expected, received).with_source(e)
+        }
         (io::ErrorKind::UnexpectedEof, Stage::Head) => Error::new(
             ErrorKind::Protocol,
             "the connection closed before a complete response head",
@@ -229,7 +224,10 @@ mod tests {
             },
         );
         assert_eq!(e.kind(), ErrorKind::BodyTruncated);
-        assert_eq!(e.truncation().map(|t| (t.expected, t.received)), Some((10, 4)));
+        assert_eq!(
+            e.truncation().map(|t| (t.expected, t.received)),
+            Some((Some(10), 4))
+        );
     }
 
     #[test]
@@ -242,7 +240,10 @@ mod tests {
         assert_eq!(c.kind(), ErrorKind::Connect);
         assert!(c.source().is_some());
         let up = io::Error::other(UploadError(io::Error::other("disk gone")));
-        assert_eq!(from_ureq(ureq::Error::Io(up), Stage::Head).kind(), ErrorKind::Io);
+        assert_eq!(
+            from_ureq(ureq::Error::Io(up), Stage::Head).kind(),
+            ErrorKind::Io
+        );
         let cancel = io::Error::other(CancelledIo);
         assert_eq!(from_io(cancel, Stage::Head).kind(), ErrorKind::Cancelled);
     }

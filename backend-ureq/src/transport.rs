@@ -7,7 +7,8 @@
 //! transport registers its socket with the watch on every read and write, so a
 //! cancel can `shutdown(Both)` the socket and wake a worker blocked waiting
 //! for the response head or a body byte. The watch also collects what the
-//! library does not report: the peer address and the load timing.
+//! library does not report: the peer address, the load timing, and the
+//! reason phrase of the status line as received.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -31,6 +32,8 @@ use crate::error::{CancelledIo, ConnectError, ResolveError};
 
 /// The shortest attempt given to one address when several share a budget.
 const MIN_ATTEMPT: Duration = Duration::from_millis(10);
+/// Response-head bytes kept to find the reason phrase; a longer head goes without.
+const HEAD_CAPTURE: usize = 64 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded state stays consistent across a panic (plain assignments), so poison is ignored.
@@ -63,6 +66,87 @@ struct WatchState {
     last_write: Option<Duration>,
     request_sent: Option<Duration>,
     first_byte: Option<Duration>,
+    head: HeadCapture,
+}
+
+/// The start of the response as read from the socket, kept until the final
+/// (non-1xx) status line is complete: ureq parses the head but drops the
+/// reason phrase.
+#[derive(Default)]
+struct HeadCapture {
+    buf: Vec<u8>,
+    /// Where the next head starts (after the 1xx heads already skipped).
+    pos: usize,
+    done: bool,
+    status: Option<(u16, String)>,
+}
+
+impl HeadCapture {
+    fn push(&mut self, bytes: &[u8]) {
+        if self.done {
+            return;
+        }
+        let room = HEAD_CAPTURE.saturating_sub(self.buf.len());
+        self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        while let Some(end) = head_end(&self.buf[self.pos..]) {
+            let head = &self.buf[self.pos..self.pos + end];
+            let Some((code, reason)) = status_line(head) else {
+                // Not a status line ureq would accept either: report no reason.
+                self.finish(None);
+                return;
+            };
+            if (100..200).contains(&code) {
+                self.pos += end;
+                continue;
+            }
+            self.finish(Some((code, reason)));
+            return;
+        }
+        if self.buf.len() >= HEAD_CAPTURE {
+            self.finish(None);
+        }
+    }
+
+    fn finish(&mut self, status: Option<(u16, String)>) {
+        self.done = true;
+        self.status = status;
+        self.buf = Vec::new();
+    }
+}
+
+/// The length of the head at the start of `buf` (through its blank line), once complete.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    // Empty lines before a status line are ignored, as RFC 9112 allows.
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let mut i = start;
+    while let Some(nl) = buf[i..].iter().position(|&b| b == b'\n') {
+        let after = i + nl + 1;
+        match buf.get(after..) {
+            Some([b'\n', ..]) => return Some(after + 1),
+            Some([b'\r', b'\n', ..]) => return Some(after + 2),
+            Some([b'\r']) | Some([]) | None => return None,
+            _ => i = after,
+        }
+    }
+    None
+}
+
+/// The code and reason phrase of the status line opening `head`.
+fn status_line(head: &[u8]) -> Option<(u16, String)> {
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let line = &head[start..];
+    let line = &line[..line.iter().position(|&b| b == b'\n')?];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let rest = line.strip_prefix(b"HTTP/")?;
+    let sp = rest.iter().position(|&b| b == b' ')?;
+    let rest = &rest[sp + 1..];
+    let code = rest.get(..3)?;
+    if !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let code: u16 = std::str::from_utf8(code).ok()?.parse().ok()?;
+    let reason = rest.get(4..).unwrap_or_default();
+    Some((code, String::from_utf8_lossy(reason).into_owned()))
 }
 
 impl Watch {
@@ -117,6 +201,15 @@ impl Watch {
         }
     }
 
+    /// The reason phrase of the final status line, when its code is `status`.
+    pub(crate) fn reason(&self, status: u16) -> Option<String> {
+        let st = lock(&self.state);
+        match &st.head.status {
+            Some((code, reason)) if *code == status => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
     /// Time since the exchange started.
     pub(crate) fn elapsed(&self) -> Duration {
         self.start.elapsed()
@@ -158,13 +251,14 @@ impl Watch {
         }
     }
 
-    fn record_read(&self) {
+    fn record_read(&self, bytes: &[u8]) {
         let at = self.elapsed();
         let mut st = lock(&self.state);
         if st.first_byte.is_none() {
             st.first_byte = Some(at);
             st.request_sent = st.last_write;
         }
+        st.head.push(bytes);
     }
 }
 
@@ -300,7 +394,10 @@ impl Connector<()> for WatchedTcpConnector {
         }
         let stream = connect(&details.addrs, details.timeout)?;
         let peer = stream.peer_addr().map_err(|e| {
-            ureq::Error::Other(Box::new(ConnectError::new(details.addrs.first().copied(), e)))
+            ureq::Error::Other(Box::new(ConnectError::new(
+                details.addrs.first().copied(),
+                e,
+            )))
         })?;
         if details.config.no_delay() {
             stream.set_nodelay(true)?;
@@ -338,13 +435,22 @@ fn connect(addrs: &[SocketAddr], timeout: NextTimeout) -> Result<TcpStream, ureq
                 if left.is_zero() {
                     return Err(ureq::Error::Timeout(timeout.reason));
                 }
-                let budget = if is_last { left } else { (left / 2).max(MIN_ATTEMPT) };
+                let budget = if is_last {
+                    left
+                } else {
+                    (left / 2).max(MIN_ATTEMPT)
+                };
                 TcpStream::connect_timeout(addr, budget)
             }
         };
         match attempt {
             Ok(stream) => return Ok(stream),
-            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(ureq::Error::Timeout(timeout.reason));
                 }
@@ -389,8 +495,8 @@ impl WatchedTcp {
     }
 }
 
-/// Applies a ureq timeout to the socket, skipping the syscall when unchanged.
-/// `None` when the budget is already spent.
+/// Applies a ureq timeout to the socket, skipping the syscall when unchanged;
+/// a spent budget is the timeout itself (a zero socket timeout would mean none).
 fn socket_timeout(
     timeout: NextTimeout,
     previous: &mut Option<Duration>,
@@ -410,7 +516,10 @@ fn socket_timeout(
 
 fn is_timeout(e: &io::Error) -> bool {
     // A socket timeout shows as EAGAIN (WouldBlock) on Unix and TimedOut on Windows.
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 impl Transport for WatchedTcp {
@@ -449,7 +558,9 @@ impl Transport for WatchedTcp {
                 Ok(n) => {
                     self.buffers.input_appended(n);
                     if n > 0 {
-                        with_current(Watch::record_read);
+                        let input = self.buffers.input();
+                        let fresh = &input[input.len().saturating_sub(n)..];
+                        with_current(|w| w.record_read(fresh));
                     }
                     return Ok(n > 0);
                 }
@@ -490,4 +601,40 @@ fn probe(stream: &TcpStream) -> io::Result<bool> {
     };
     stream.set_nonblocking(false)?;
     Ok(open)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture(parts: &[&[u8]]) -> Option<(u16, String)> {
+        let mut c = HeadCapture::default();
+        for p in parts {
+            c.push(p);
+        }
+        c.status
+    }
+
+    #[test]
+    fn reason_phrase_of_the_final_head() {
+        assert_eq!(
+            capture(&[b"HTTP/1.1 200 Everything Fine Here\r\nContent-Length: 0\r\n\r\nbody"]),
+            Some((200, "Everything Fine Here".into()))
+        );
+        // Split anywhere, after 1xx heads, with bare LF line ends.
+        assert_eq!(
+            capture(&[
+                b"HTTP/1.1 100 Continue\r\n\r",
+                b"\nHTTP/1.1 103 Early\r\nLink: x\r\n\r\nHTTP/1.0 404 Not",
+                b" Here\n\n"
+            ]),
+            Some((404, "Not Here".into()))
+        );
+        assert_eq!(
+            capture(&[b"HTTP/1.1 204\r\n\r\n"]),
+            Some((204, String::new()))
+        );
+        assert_eq!(capture(&[b"HTTP/1.1 abc OK\r\n\r\n"]), None);
+        assert_eq!(capture(&[b"HTTP/1.1 200 OK\r\nX: y\r\n"]), None);
+    }
 }

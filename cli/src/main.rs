@@ -8,11 +8,16 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use conformance_tests::{catalogue, report, Matrix, Outcome};
 use resource_handle::{
-    Backend, Event, HostOverrides, NetworkAccessManager, Recorder, RequestBody, ResourceRequest, Trace,
+    Backend, Event, HostOverrides, NetworkAccessManager, Recorder, RequestBody, ResourceRequest,
+    Trace,
 };
 
 #[derive(Parser)]
-#[command(name = "rh", version, about = "Load resources with libcurl, hyper or ureq, and compare them")]
+#[command(
+    name = "rh",
+    version,
+    about = "Load resources with libcurl, hyper or ureq, and compare them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -130,7 +135,8 @@ fn pick_backend(name: Option<&str>) -> Result<Backend, Usage> {
 }
 
 fn seconds(s: f64, what: &str) -> Result<Duration, Usage> {
-    Duration::try_from_secs_f64(s).map_err(|_| usage(format!("{what} must be a positive number of seconds")))
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| usage(format!("{what} must be a positive number of seconds")))
 }
 
 fn get(args: GetArgs) -> Result<ExitCode, Usage> {
@@ -174,7 +180,10 @@ fn get(args: GetArgs) -> Result<ExitCode, Usage> {
         Err(e) => {
             // A request that does not build is a load that failed before the wire.
             if args.json {
-                println!("{}", Trace::for_error(backend.name(), &args.url, &e).to_json());
+                println!(
+                    "{}",
+                    Trace::for_error(backend.name(), &args.url, &e).to_json()
+                );
             } else {
                 eprintln!("rh: {e}");
             }
@@ -209,9 +218,18 @@ fn get(args: GetArgs) -> Result<ExitCode, Usage> {
         rec.observe(&ev);
         match &ev {
             Event::Response(r) if args.include && !args.json => {
-                let mut head = format!("{} {} {}\r\n", r.version_str(), r.status().as_u16(), r.reason());
+                let mut head = format!(
+                    "{} {} {}\r\n",
+                    r.version_str(),
+                    r.status().as_u16(),
+                    r.reason()
+                );
                 for (n, v) in r.headers() {
-                    head.push_str(&format!("{}: {}\r\n", n, String::from_utf8_lossy(v.as_bytes())));
+                    head.push_str(&format!(
+                        "{}: {}\r\n",
+                        n,
+                        String::from_utf8_lossy(v.as_bytes())
+                    ));
                 }
                 head.push_str("\r\n");
                 if let Err(e) = io::stdout().write_all(head.as_bytes()) {
@@ -270,10 +288,12 @@ fn conformance(args: ConformanceArgs) -> Result<ExitCode, Usage> {
         eprintln!("rh: no case matches the filter");
         return Ok(ExitCode::from(1));
     }
-    let failed = matrix
-        .cases
-        .iter()
-        .any(|c| !c.passed() || c.cells.values().any(|x| matches!(x.outcome, Outcome::Fail(_))));
+    let failed = matrix.cases.iter().any(|c| {
+        !c.passed()
+            || c.cells
+                .values()
+                .any(|x| matches!(x.outcome, Outcome::Fail(_)))
+    });
     Ok(ExitCode::from(if failed { 1 } else { 0 }))
 }
 

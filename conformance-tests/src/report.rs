@@ -55,7 +55,13 @@ fn mark(o: &Outcome) -> &'static str {
 
 /// A table for people, grouped by category, failures explained below it.
 pub fn table(m: &Matrix) -> String {
-    let id_w = m.cases.iter().map(|c| c.case.id.len()).max().unwrap_or(4).max(4);
+    let id_w = m
+        .cases
+        .iter()
+        .map(|c| c.case.id.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut out = String::new();
     let _ = write!(out, "{:id_w$}", "case");
     for b in &m.backends {

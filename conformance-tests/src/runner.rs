@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use resource_handle::{Backend, BackendFactory, BackendConfig, Trace};
+use resource_handle::{Backend, BackendConfig, BackendFactory, Trace};
 
 use crate::cases::{Case, Ctx};
 

@@ -111,8 +111,8 @@ impl TimeoutPhase {
 /// Counts for a body that ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Truncation {
-    /// Bytes the response declared (Content-Length).
-    pub expected: u64,
+    /// Bytes the response declared (Content-Length); `None` for a chunked body.
+    pub expected: Option<u64>,
     /// Bytes that arrived before the body ended.
     pub received: u64,
 }
@@ -159,12 +159,14 @@ impl Error {
         e
     }
 
-    /// A body that ended after `received` of `expected` bytes.
-    pub fn truncated(expected: u64, received: u64) -> Self {
-        let mut e = Error::new(
-            ErrorKind::BodyTruncated,
-            format!("body ended after {received} of {expected} bytes"),
-        );
+    /// A body that ended after `received` bytes, short of the `expected`
+    /// Content-Length, or (`None`) before the end of its chunked framing.
+    pub fn truncated(expected: Option<u64>, received: u64) -> Self {
+        let message = match expected {
+            Some(expected) => format!("body ended after {received} of {expected} bytes"),
+            None => format!("body ended after {received} bytes, before its last chunk"),
+        };
+        let mut e = Error::new(ErrorKind::BodyTruncated, message);
         e.inner_mut().truncation = Some(Truncation { expected, received });
         e
     }
@@ -312,12 +314,12 @@ mod tests {
 
     #[test]
     fn truncation_and_timeout_carry_detail() {
-        let e = Error::truncated(10, 4);
+        let e = Error::truncated(Some(10), 4);
         assert_eq!(e.kind(), ErrorKind::BodyTruncated);
         assert_eq!(
             e.truncation(),
             Some(Truncation {
-                expected: 10,
+                expected: Some(10),
                 received: 4
             })
         );
@@ -328,7 +330,7 @@ mod tests {
 
     #[test]
     fn source_survives_url_attachment_after_clone() {
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "boom");
+        let io = std::io::Error::other("boom");
         let e = Error::new(ErrorKind::Io, "read failed").with_source(io);
         let shared = e.clone();
         let with_url = shared.with_url(&Url::parse("http://a.test/").unwrap());

@@ -34,6 +34,9 @@ pub struct ResourceHandle {
     delivered: u64,
     done: bool,
     finished: bool,
+    // Keeps the backend (its thread or runtime) alive while the load runs,
+    // even when the application drops its manager first.
+    _backend: Option<Arc<dyn crate::ResourceHandleManager>>,
 }
 
 impl ResourceHandle {
@@ -47,7 +50,12 @@ impl ResourceHandle {
             delivered: 0,
             done: false,
             finished: false,
+            _backend: None,
         }
+    }
+
+    pub(crate) fn keep_backend(&mut self, backend: Arc<dyn crate::ResourceHandleManager>) {
+        self._backend = Some(backend);
     }
 
     /// The url requested.

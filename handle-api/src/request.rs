@@ -253,7 +253,7 @@ impl RequestBuilder {
             )
             .with_url(&url));
         }
-        if url.host_str().map_or(true, str::is_empty) {
+        if url.host_str().is_none_or(str::is_empty) {
             return Err(invalid("url has no host").with_url(&url));
         }
         Ok(ResourceRequest {

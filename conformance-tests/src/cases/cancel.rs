@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use resource_handle::{ResourceRequest, Trace};
 
-use super::{build, ensure, expect_error, expect_status, next_chunk, wait_for, CaseResult, Ctx};
+use super::{build, expect_error, expect_status, next_chunk, wait_for, CaseResult, Ctx};
 
 cases!("cancel";
     "cancel.mid-body" => mid_body,
@@ -19,7 +19,11 @@ fn mid_body(ctx: &mut Ctx) -> CaseResult {
     let t0 = Instant::now();
     h.cancel();
     let f = ctx.drain(h);
-    ensure!(t0.elapsed() < Duration::from_secs(1), "cancel took {:?}", t0.elapsed());
+    ensure!(
+        t0.elapsed() < Duration::from_secs(1),
+        "cancel took {:?}",
+        t0.elapsed()
+    );
     expect_error(&f.trace, "cancelled")?;
     // The connection is closed, not left streaming into a pool.
     let origin = ctx.origin()?;
@@ -55,7 +59,11 @@ fn before_response(ctx: &mut Ctx) -> CaseResult {
     let t0 = Instant::now();
     h.cancel();
     let f: Trace = ctx.drain(h).trace;
-    ensure!(t0.elapsed() < Duration::from_millis(500), "cancel took {:?}", t0.elapsed());
+    ensure!(
+        t0.elapsed() < Duration::from_millis(500),
+        "cancel took {:?}",
+        t0.elapsed()
+    );
     expect_error(&f, "cancelled")?;
     Ok(f)
 }

@@ -2,7 +2,7 @@
 
 use resource_handle::ResourceRequest;
 
-use super::{build, ensure_eq, expect_status, CaseResult, Ctx};
+use super::{build, expect_status, CaseResult, Ctx};
 
 cases!("connection";
     "connection.keep-alive-sequential-gets" => sequential,
@@ -28,7 +28,12 @@ fn after_post(ctx: &mut Ctx) -> CaseResult {
     expect_status(&f.trace, 200)?;
     let g = ctx.get("/status/200")?;
     expect_status(&g.trace, 200)?;
-    let conns: Vec<usize> = ctx.origin()?.requests().iter().map(|r| r.connection).collect();
+    let conns: Vec<usize> = ctx
+        .origin()?
+        .requests()
+        .iter()
+        .map(|r| r.connection)
+        .collect();
     ensure_eq!(conns, vec![0, 0]);
     Ok(g.trace)
 }

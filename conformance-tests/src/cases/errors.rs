@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, TcpListener};
 
 use resource_handle::ResourceRequest;
 
-use super::{build, ensure, ensure_eq, expect_error, CaseResult, Ctx};
+use super::{build, expect_error, CaseResult, Ctx};
 use crate::servers::Step;
 
 cases!("error";
@@ -23,7 +23,9 @@ fn refused(ctx: &mut Ctx) -> CaseResult {
         .map_err(|e| e.to_string())?
         .port();
     ctx.map_host("closed.test", port, vec![Ipv4Addr::LOCALHOST.into()]);
-    let f = ctx.fetch(build(ResourceRequest::get(format!("http://closed.test:{port}/")))?)?;
+    let f = ctx.fetch(build(ResourceRequest::get(format!(
+        "http://closed.test:{port}/"
+    )))?)?;
     expect_error(&f.trace, "connect")?;
     ensure_eq!(f.trace.events, vec!["failed"]);
     Ok(f.trace)
@@ -52,7 +54,11 @@ fn truncated(ctx: &mut Ctx) -> CaseResult {
         ],
     )?;
     expect_error(&f.trace, "body_truncated")?;
-    ensure!(f.trace.body_bytes <= 40, "more bytes than were sent: {}", f.trace.body_bytes);
+    ensure!(
+        f.trace.body_bytes <= 40,
+        "more bytes than were sent: {}",
+        f.trace.body_bytes
+    );
     Ok(f.trace)
 }
 

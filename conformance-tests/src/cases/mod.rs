@@ -12,14 +12,6 @@ use resource_handle::{
 
 use crate::servers::{Origin, RawServer, Step};
 
-mod cancel;
-mod connection;
-mod errors;
-mod request;
-mod response;
-mod streaming;
-mod timeout;
-
 /// What a case returns: its trace, or why it failed.
 pub type CaseResult = Result<Trace, String>;
 
@@ -68,7 +60,6 @@ macro_rules! cases {
         }
     };
 }
-pub(crate) use cases;
 
 /// Fails the case with a message unless `cond` holds.
 macro_rules! ensure {
@@ -78,7 +69,6 @@ macro_rules! ensure {
         }
     };
 }
-pub(crate) use ensure;
 
 /// Fails the case unless the two values are equal.
 macro_rules! ensure_eq {
@@ -94,7 +84,15 @@ macro_rules! ensure_eq {
         }
     }};
 }
-pub(crate) use ensure_eq;
+
+// The case modules come after the macros they use.
+mod cancel;
+mod connection;
+mod errors;
+mod request;
+mod response;
+mod streaming;
+mod timeout;
 
 /// Host names the cases use; they are mapped to 127.0.0.1 and nothing else
 /// ever reaches a resolver.
@@ -262,7 +260,10 @@ pub fn build(b: resource_handle::RequestBuilder) -> Result<ResourceRequest, Stri
 /// Fails unless the trace has a response with `status`.
 pub fn expect_status(t: &Trace, status: u16) -> Result<(), String> {
     if let Some(e) = &t.error {
-        return Err(format!("expected status {status}, got error {}: {}", e.kind, e.message));
+        return Err(format!(
+            "expected status {status}, got error {}: {}",
+            e.kind, e.message
+        ));
     }
     ensure_eq!(t.status, Some(status));
     ensure!(
@@ -277,7 +278,12 @@ pub fn expect_status(t: &Trace, status: u16) -> Result<(), String> {
 pub fn expect_error(t: &Trace, kind: &str) -> Result<(), String> {
     match &t.error {
         Some(e) if e.kind == kind => {}
-        Some(e) => return Err(format!("expected a {kind} error, got {}: {}", e.kind, e.message)),
+        Some(e) => {
+            return Err(format!(
+                "expected a {kind} error, got {}: {}",
+                e.kind, e.message
+            ))
+        }
         None => {
             return Err(format!(
                 "expected a {kind} error, got status {:?} and {} body bytes",

@@ -5,7 +5,7 @@ use std::io::Write;
 use resource_handle::{RequestBody, ResourceRequest, DEFAULT_USER_AGENT};
 use serde_json::Value;
 
-use super::{build, ensure, ensure_eq, expect_error, expect_status, sha256, CaseResult, Ctx};
+use super::{build, expect_error, expect_status, sha256, CaseResult, Ctx};
 
 cases!("request";
     "request.method-get" => method_get,
@@ -33,7 +33,11 @@ cases!("request";
 );
 
 /// Sends `req` to `/echo` and returns the trace and the echo.
-fn echo(ctx: &mut Ctx, method: &str, f: impl FnOnce(resource_handle::RequestBuilder) -> resource_handle::RequestBuilder) -> Result<(resource_handle::Trace, Value), String> {
+fn echo(
+    ctx: &mut Ctx,
+    method: &str,
+    f: impl FnOnce(resource_handle::RequestBuilder) -> resource_handle::RequestBuilder,
+) -> Result<(resource_handle::Trace, Value), String> {
     let url = ctx.origin_url("/echo")?;
     let fetched = ctx.fetch(build(f(ResourceRequest::builder(method, url)))?)?;
     expect_status(&fetched.trace, 200)?;
@@ -126,7 +130,10 @@ fn fragment(ctx: &mut Ctx) -> CaseResult {
 
 fn user_agent(ctx: &mut Ctx) -> CaseResult {
     let (trace, e) = echo(ctx, "GET", |b| b.user_agent("conformance-agent/1.0 (test)"))?;
-    ensure_eq!(headers_named(&e, "user-agent"), vec!["conformance-agent/1.0 (test)"]);
+    ensure_eq!(
+        headers_named(&e, "user-agent"),
+        vec!["conformance-agent/1.0 (test)"]
+    );
     Ok(trace)
 }
 
@@ -146,8 +153,13 @@ fn default_ua(ctx: &mut Ctx) -> CaseResult {
 }
 
 fn referer(ctx: &mut Ctx) -> CaseResult {
-    let (trace, e) = echo(ctx, "GET", |b| b.referrer("http://origin.test/previous?page=1"))?;
-    ensure_eq!(headers_named(&e, "referer"), vec!["http://origin.test/previous?page=1"]);
+    let (trace, e) = echo(ctx, "GET", |b| {
+        b.referrer("http://origin.test/previous?page=1")
+    })?;
+    ensure_eq!(
+        headers_named(&e, "referer"),
+        vec!["http://origin.test/previous?page=1"]
+    );
     Ok(trace)
 }
 
@@ -165,7 +177,9 @@ fn custom_headers(ctx: &mut Ctx) -> CaseResult {
 
 fn repeated_headers(ctx: &mut Ctx) -> CaseResult {
     let (trace, e) = echo(ctx, "GET", |b| {
-        b.header("x-repeat", "1").header("x-repeat", "2").header("x-repeat", "3")
+        b.header("x-repeat", "1")
+            .header("x-repeat", "2")
+            .header("x-repeat", "3")
     })?;
     ensure_eq!(headers_named(&e, "x-repeat"), vec!["1", "2", "3"]);
     Ok(trace)
@@ -184,7 +198,11 @@ fn body_large_bytes(ctx: &mut Ctx) -> CaseResult {
     let (trace, e) = echo(ctx, "POST", |b| b.body(body))?;
     ensure_eq!(e["framing"], "length:1048576");
     ensure_eq!(e["body_sha256"], digest);
-    ensure!(trace.events.contains(&"upload_progress".to_string()), "no upload progress: {:?}", trace.events);
+    ensure!(
+        trace.events.contains(&"upload_progress".to_string()),
+        "no upload progress: {:?}",
+        trace.events
+    );
     Ok(trace)
 }
 
@@ -202,7 +220,9 @@ fn body_stream_sized(ctx: &mut Ctx) -> CaseResult {
 fn body_stream_chunked(ctx: &mut Ctx) -> CaseResult {
     let data: Vec<u8> = (0..200_001u32).map(|i| (i % 89) as u8).collect();
     let digest = sha256(&data);
-    let (trace, e) = echo(ctx, "POST", |b| b.body(RequestBody::chunked(std::io::Cursor::new(data))))?;
+    let (trace, e) = echo(ctx, "POST", |b| {
+        b.body(RequestBody::chunked(std::io::Cursor::new(data)))
+    })?;
     ensure_eq!(e["framing"], "chunked");
     ensure_eq!(e["body_len"], 200_001);
     ensure_eq!(e["body_sha256"], digest);
@@ -231,13 +251,17 @@ fn body_file(ctx: &mut Ctx) -> CaseResult {
 
 fn body_stream_short(ctx: &mut Ctx) -> CaseResult {
     let url = ctx.origin_url("/echo")?;
-    let req = build(
-        ResourceRequest::post(url).body(RequestBody::sized(std::io::Cursor::new(vec![7u8; 1000]), 5000)),
-    )?;
+    let req = build(ResourceRequest::post(url).body(RequestBody::sized(
+        std::io::Cursor::new(vec![7u8; 1000]),
+        5000,
+    )))?;
     let f = ctx.fetch(req)?;
     expect_error(&f.trace, "io")?;
     // The server must never have seen a complete request.
     let complete = ctx.origin()?.requests().iter().any(|r| r.target == "/echo");
-    ensure!(!complete, "the server received a complete request from a short body");
+    ensure!(
+        !complete,
+        "the server received a complete request from a short body"
+    );
     Ok(f.trace)
 }

@@ -2,7 +2,7 @@
 
 use resource_handle::ResourceRequest;
 
-use super::{build, ensure, ensure_eq, expect_status, sha256, CaseResult, Ctx};
+use super::{build, expect_status, sha256, CaseResult, Ctx};
 use crate::servers::{body_pattern, Step};
 
 cases!("response";
@@ -147,7 +147,9 @@ fn body_10mib(ctx: &mut Ctx) -> CaseResult {
 fn body_chunked(ctx: &mut Ctx) -> CaseResult {
     let t = body_len(ctx, "/bytes/100000?chunked=4096", 100_000)?;
     ensure!(
-        t.headers.iter().any(|(n, v)| n == "transfer-encoding" && v == "chunked"),
+        t.headers
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v == "chunked"),
         "response was not chunked: {:?}",
         t.headers
     );

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use resource_handle::{Event, Recorder, ResourceRequest};
 
-use super::{build, ensure, ensure_eq, expect_status, next_chunk, CaseResult, Ctx};
+use super::{build, expect_status, next_chunk, CaseResult, Ctx};
 
 cases!("streaming";
     "streaming.first-chunk-before-body-ends" => first_chunk_early,
@@ -20,7 +20,9 @@ fn first_chunk_early(ctx: &mut Ctx) -> CaseResult {
     // The server holds the rest of the body until we have seen the first chunk:
     // a backend that buffers the whole body would wait here until the server gives up.
     loop {
-        let ev = h.next_event_blocking().ok_or("the load ended before its first chunk")?;
+        let ev = h
+            .next_event_blocking()
+            .ok_or("the load ended before its first chunk")?;
         rec.observe(&ev);
         match ev {
             Event::Data(d) => {

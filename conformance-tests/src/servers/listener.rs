@@ -78,12 +78,13 @@ impl Listener {
                         stats.max_active.fetch_max(now, Ordering::SeqCst);
                         let guard = ActiveGuard(stats.clone());
                         let serve = serve.clone();
-                        let spawned = thread::Builder::new()
-                            .name("test-conn".into())
-                            .spawn(move || {
-                                let _guard = guard;
-                                serve(conn, index);
-                            });
+                        let spawned =
+                            thread::Builder::new()
+                                .name("test-conn".into())
+                                .spawn(move || {
+                                    let _guard = guard;
+                                    serve(conn, index);
+                                });
                         if spawned.is_err() {
                             // Out of threads: the connection is dropped and the case will see it.
                             continue;

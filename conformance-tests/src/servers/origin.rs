@@ -196,7 +196,12 @@ fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Head>> {
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(&buf) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "bad request head")),
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad request head",
+            ))
+        }
     }
     Ok(Some(Head {
         method: req.method.unwrap_or_default().to_owned(),
@@ -244,7 +249,8 @@ fn read_body(
             }
             let mut left = size;
             while left > 0 {
-                let n = r.read(&mut buf[..left.min(buf.len() as u64) as usize])?;
+                let want = left.min(buf.len() as u64) as usize;
+                let n = r.read(&mut buf[..want])?;
                 if n == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
@@ -263,7 +269,8 @@ fn read_body(
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
             let mut left = len;
             while left > 0 {
-                let n = r.read(&mut buf[..left.min(buf.len() as u64) as usize])?;
+                let want = left.min(buf.len() as u64) as usize;
+                let n = r.read(&mut buf[..want])?;
                 if n == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
@@ -379,7 +386,8 @@ impl Responder<'_> {
         if data.is_empty() {
             return Ok(());
         }
-        self.out.write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
+        self.out
+            .write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
         self.out.write_all(data)?;
         self.out.write_all(b"\r\n")
     }
@@ -419,8 +427,7 @@ fn route(
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
         ["echo"] | ["echo", ..] => {
-            let body = serde_json::to_vec(&echo_json(req, local_port))
-                .map_err(|e| io::Error::new(io::ErrorKind::Other, e))?;
+            let body = serde_json::to_vec(&echo_json(req, local_port)).map_err(io::Error::other)?;
             r.full(200, "OK", "application/json", &body)
         }
         ["status", code] => {
@@ -430,7 +437,12 @@ fn route(
                 r.head(code, reason, &[])?;
                 Ok(true)
             } else {
-                r.full(code, reason, "text/plain", format!("status {code}\n").as_bytes())
+                r.full(
+                    code,
+                    reason,
+                    "text/plain",
+                    format!("status {code}\n").as_bytes(),
+                )
             }
         }
         ["bytes", n] => {
@@ -494,7 +506,10 @@ fn route(
             r.full(200, "OK", "text/plain", b"delayed\n")
         }
         ["drip"] => {
-            let chunks: u32 = query.get("chunks").and_then(|v| v.parse().ok()).unwrap_or(10);
+            let chunks: u32 = query
+                .get("chunks")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10);
             let ms: u64 = query.get("ms").and_then(|v| v.parse().ok()).unwrap_or(50);
             let size: usize = query.get("size").and_then(|v| v.parse().ok()).unwrap_or(16);
             r.head(200, "OK", &[("transfer-encoding", "chunked".into())])?;

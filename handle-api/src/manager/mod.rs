@@ -164,7 +164,8 @@ impl NetworkAccessManager {
         let mut url = request.url.clone();
         url.set_fragment(None);
         let (sink, shared) = ExchangeSink::new(url.clone());
-        let handle = ResourceHandle::new(shared, request.url.clone());
+        let mut handle = ResourceHandle::new(shared, request.url.clone());
+        handle.keep_backend(self.inner.backend.clone());
         let body = match UploadBody::open(request.take_body()) {
             Ok(b) => b,
             Err(e) => {

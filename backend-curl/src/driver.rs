@@ -1,0 +1,706 @@
+//! The thread that owns one `curl::multi::Multi` and every transfer on it, as
+//! WebCore's curl layer drives one multi handle on its own thread.
+//!
+//! Other threads talk to it only through a queue of [`Msg`]s followed by
+//! `curl_multi_wakeup`, which ends the thread's `curl_multi_poll` early. The
+//! thread never blocks on the application: a body chunk the sink cannot take
+//! pauses the transfer (`CURL_WRITEFUNC_PAUSE`), and the sink's `on_space`
+//! callback queues the matching unpause.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::mem;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::thread;
+use std::time::Duration;
+
+use bytes::Bytes;
+use curl::easy::{Easy2, Handler, ReadError, WriteError};
+use curl::multi::{Easy2Handle, Multi, MultiWaker};
+use handle_api::http::header::{HeaderName, HeaderValue};
+use handle_api::http::{HeaderMap, Method, StatusCode, Version};
+use handle_api::{
+    BackendConfig, Error, ErrorKind, Exchange, ExchangeSink, LoadTiming, ResponseHead, Result,
+    TryData, UploadBody,
+};
+
+use crate::convert;
+use crate::error::{self, FailureContext};
+
+/// Longest the thread sleeps in `curl_multi_poll`; curl shortens it to its own
+/// next timer, and a wakeup ends it at once.
+const POLL_MAX: Duration = Duration::from_secs(1);
+
+/// What other threads (and the transfers' own callbacks) ask of the driver.
+pub(crate) enum Msg {
+    /// Put a new exchange on the wire.
+    Start(Box<Exchange>),
+    /// The response head of transfer N is complete; report it.
+    Head(usize),
+    /// The sink of transfer N has room again.
+    Unpause(usize),
+    /// The load of transfer N was cancelled.
+    Cancel(usize),
+    /// The manager was dropped: finish what runs, accept nothing new, exit.
+    Shutdown,
+}
+
+/// The way into the driver thread: queue a message, then wake the multi.
+#[derive(Clone)]
+pub(crate) struct Notifier {
+    tx: Sender<Msg>,
+    waker: MultiWaker,
+}
+
+impl Notifier {
+    /// Queues `msg` and wakes the driver. Hands `msg` back when the driver
+    /// thread is gone.
+    pub(crate) fn send(&self, msg: Msg) -> std::result::Result<(), Msg> {
+        self.tx.send(msg).map_err(|e| e.0)?;
+        // Fails only when the multi is already gone, and then so is the thread.
+        let _ = self.waker.wakeup();
+        Ok(())
+    }
+
+    /// Queues `msg` from the driver thread itself, which drains the queue
+    /// right after `perform` and so needs no wakeup.
+    fn post(&self, msg: Msg) {
+        let _ = self.tx.send(msg);
+    }
+}
+
+/// Starts the driver thread and returns the way to reach it.
+pub(crate) fn spawn(config: &BackendConfig) -> Result<Notifier> {
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+    let config = config.clone();
+    let notify_tx = tx.clone();
+    thread::Builder::new()
+        .name("curl-driver".into())
+        .spawn(move || {
+            // The multi handle is not Send: it is born and dies on this thread.
+            let mut multi = Multi::new();
+            let max = config.max_connections_per_host.max(1);
+            if let Err(e) = multi.set_max_host_connections(max) {
+                let _ = ready_tx.send(Err(error::multi("limit connections per host", e)));
+                return;
+            }
+            let notifier = Notifier {
+                tx: notify_tx,
+                waker: multi.waker(),
+            };
+            if ready_tx.send(Ok(notifier.clone())).is_err() {
+                return;
+            }
+            Driver {
+                multi,
+                rx,
+                notifier,
+                config,
+                transfers: HashMap::new(),
+                next_token: 0,
+                closing: false,
+            }
+            .run();
+        })
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot start the curl driver thread: {e}"),
+            )
+            .with_source(e)
+        })?;
+    drop(tx);
+    ready_rx.recv().map_err(|_| {
+        Error::new(
+            ErrorKind::Io,
+            "the curl driver thread ended before it was ready",
+        )
+    })?
+}
+
+struct Driver {
+    multi: Multi,
+    rx: Receiver<Msg>,
+    notifier: Notifier,
+    config: BackendConfig,
+    transfers: HashMap<usize, Easy2Handle<Transfer>>,
+    /// Tokens are never reused, so a late unpause or cancel cannot reach the
+    /// wrong transfer.
+    next_token: usize,
+    closing: bool,
+}
+
+impl Driver {
+    fn run(mut self) {
+        loop {
+            self.drain_queue();
+            if self.closing && self.transfers.is_empty() {
+                return;
+            }
+            if let Err(e) = self.multi.perform() {
+                self.fail_all(error::multi("perform transfers", e));
+            }
+            self.finish_completed();
+            // Callbacks inside `perform` may have queued heads or unpauses.
+            self.drain_queue();
+            if let Err(e) = self.multi.poll(&mut [], POLL_MAX) {
+                self.fail_all(error::multi("wait for sockets", e));
+                // Do not spin if the multi handle is broken for good.
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    fn drain_queue(&mut self) {
+        loop {
+            match self.rx.try_recv() {
+                Ok(msg) => self.handle(msg),
+                Err(TryRecvError::Empty) => return,
+                // Unreachable while the driver holds a sender itself.
+                Err(TryRecvError::Disconnected) => {
+                    self.closing = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Start(exchange) => self.start(*exchange),
+            Msg::Head(token) => {
+                let Some(h) = self.transfers.get_mut(&token) else {
+                    return;
+                };
+                report_head(h);
+                let waiting = h.get_ref().paused == Some(Pause::ForHead);
+                if waiting {
+                    self.unpause(token);
+                }
+            }
+            Msg::Unpause(token) => {
+                let paused = self.transfers.get(&token).map(|h| h.get_ref().paused);
+                if paused == Some(Some(Pause::ForSpace)) {
+                    self.unpause(token);
+                }
+            }
+            Msg::Cancel(token) => {
+                // Removing an unfinished transfer from the multi closes its
+                // connection instead of returning it to the pool half-read.
+                if let Some(mut h) = self.transfers.remove(&token) {
+                    let sink = h.get_mut().sink.take();
+                    drop(h);
+                    if let Some(sink) = sink {
+                        sink.fail(Error::cancelled());
+                    }
+                }
+            }
+            Msg::Shutdown => self.closing = true,
+        }
+    }
+
+    fn start(&mut self, exchange: Exchange) {
+        let Exchange { request, sink, .. } = exchange;
+        if sink.is_cancelled() {
+            sink.fail(Error::cancelled());
+            return;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+
+        let mut easy = Easy2::new(Transfer::new(token, &request, self.notifier.clone()));
+        if let Err(e) = convert::configure(&mut easy, &request, &self.config) {
+            sink.fail(e);
+            return;
+        }
+        easy.get_mut().body = Some(request.body);
+
+        let notifier = self.notifier.clone();
+        sink.on_cancel(move || {
+            let _ = notifier.send(Msg::Cancel(token));
+        });
+        let mut h = match self.multi.add2(easy) {
+            Ok(h) => h,
+            Err(e) => return sink.fail(error::multi("add the transfer", e)),
+        };
+        if let Err(e) = h.set_token(token) {
+            drop(h);
+            return sink.fail(error::setup("the transfer's token", e));
+        }
+        // Callbacks run only inside `perform`, so the sink can join now.
+        h.get_mut().sink = Some(sink);
+        self.transfers.insert(token, h);
+    }
+
+    fn unpause(&mut self, token: usize) {
+        let Some(h) = self.transfers.get_mut(&token) else {
+            return;
+        };
+        h.get_mut().paused = None;
+        // curl may replay the paused bytes into the write callback right here.
+        if let Err(e) = h.unpause_write() {
+            self.abort(token, error::setup("to resume the transfer", e));
+        }
+    }
+
+    /// Ends a transfer with `err`, closing its connection.
+    fn abort(&mut self, token: usize, err: Error) {
+        if let Some(mut h) = self.transfers.remove(&token) {
+            let sink = h.get_mut().sink.take();
+            drop(h);
+            if let Some(sink) = sink {
+                sink.fail(err);
+            }
+        }
+    }
+
+    fn fail_all(&mut self, err: Error) {
+        let tokens: Vec<usize> = self.transfers.keys().copied().collect();
+        for token in tokens {
+            self.abort(token, err.clone());
+        }
+    }
+
+    fn finish_completed(&mut self) {
+        let mut done = Vec::new();
+        let transfers = &self.transfers;
+        self.multi.messages(|m| {
+            let Ok(token) = m.token() else { return };
+            if let Some(result) = transfers.get(&token).and_then(|h| m.result_for2(h)) {
+                done.push((token, result));
+            }
+        });
+        for (token, result) in done {
+            if let Some(h) = self.transfers.remove(&token) {
+                complete(h, result);
+            }
+        }
+    }
+}
+
+/// Ends one finished transfer through its sink.
+fn complete(mut h: Easy2Handle<Transfer>, result: std::result::Result<(), curl::Error>) {
+    let info = TransferInfo::of(&h);
+    report_head(&mut h);
+    let t = h.get_mut();
+    let Some(sink) = t.sink.take() else { return };
+    let cx = FailureContext {
+        connected: info.connected,
+        connect_timeout: t.connect_timeout,
+        timeout: t.timeout,
+        expected: sink.expected_len(),
+        received: sink.received(),
+        upload_error: t.upload_error.take(),
+        local_error: t.local_error.take(),
+    };
+    let status = t.status;
+    let head_method = t.head_method;
+    drop(h);
+
+    if sink.is_cancelled() {
+        return sink.fail(Error::cancelled());
+    }
+    if let Err(e) = result {
+        return sink.fail(error::map(e, cx));
+    }
+    let Some(status) = status else {
+        return sink.fail(Error::new(
+            ErrorKind::Protocol,
+            "the transfer ended without a response head",
+        ));
+    };
+    // curl reports a short body as PARTIAL_FILE; this covers any path where it
+    // does not. HEAD, 204 and 304 carry a Content-Length but no body.
+    let bodyless = head_method
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if let (Some(expected), false) = (cx.expected, bodyless) {
+        if cx.received < expected {
+            return sink.fail(Error::truncated(Some(expected), cx.received));
+        }
+    }
+    sink.finish();
+}
+
+/// Reports the parsed head of `h` to its sink, with the peer address and the
+/// timing curl measured, once.
+fn report_head(h: &mut Easy2Handle<Transfer>) {
+    if !matches!(h.get_ref().head, HeadState::Pending(_)) {
+        return;
+    }
+    // The getters need the easy handle, which the callbacks do not have: that
+    // is why the head goes through the driver instead of straight to the sink.
+    let info = TransferInfo::of(h);
+    let t = h.get_mut();
+    if let HeadState::Pending(mut head) = mem::replace(&mut t.head, HeadState::Reported) {
+        head.remote_addr = info.remote;
+        head.timing = info.timing;
+        t.status = Some(head.status);
+        if let Some(sink) = t.sink.as_mut() {
+            sink.response(*head);
+        }
+    }
+}
+
+/// What curl can tell about a transfer from its easy handle.
+struct TransferInfo {
+    remote: Option<SocketAddr>,
+    timing: LoadTiming,
+    connected: bool,
+}
+
+impl TransferInfo {
+    fn of(h: &Easy2Handle<Transfer>) -> Self {
+        // curl reports a phase that did not happen (no TLS, a reused
+        // connection) as zero: that is "unknown", not "instant".
+        let phase = |d: std::result::Result<Duration, curl::Error>| d.ok().filter(|d| !d.is_zero());
+        let connect = phase(h.connect_time());
+        let pretransfer = phase(h.pretransfer_time());
+        let ip = h
+            .primary_ip()
+            .ok()
+            .flatten()
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        let port = h.primary_port().ok().filter(|p| *p != 0);
+        TransferInfo {
+            remote: ip.zip(port).map(|(ip, port)| SocketAddr::new(ip, port)),
+            timing: LoadTiming {
+                dns: phase(h.namelookup_time()),
+                connect,
+                tls: phase(h.appconnect_time()),
+                // PRETRANSFER is "about to send", not "sent"; curl-rust does
+                // not expose POSTTRANSFER, so this phase stays unknown.
+                request_sent: None,
+                first_byte: phase(h.starttransfer_time()),
+                complete: None,
+            },
+            // A reused connection has no connect time but does reach
+            // pretransfer. Only a fallback for `error::map`: curl also stamps
+            // pretransfer on some failed connects.
+            connected: connect.is_some() || pretransfer.is_some(),
+        }
+    }
+}
+
+/// Why the write callback paused the transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// The head is parsed but not yet reported: body bytes must wait for it.
+    ForHead,
+    /// The sink's buffer is full.
+    ForSpace,
+}
+
+enum HeadState {
+    /// Reading status line and header fields (interim 1xx heads included).
+    Reading,
+    /// The final head is complete; the driver reports it.
+    Pending(Box<ResponseHead>),
+    /// Reported; later header lines are trailers and are not reported.
+    Reported,
+}
+
+/// One transfer's state, living inside its easy handle: curl's callbacks.
+pub(crate) struct Transfer {
+    token: usize,
+    notifier: Notifier,
+    sink: Option<ExchangeSink>,
+    body: Option<UploadBody>,
+    parser: HeadParser,
+    head: HeadState,
+    status: Option<StatusCode>,
+    paused: Option<Pause>,
+    upload_error: Option<io::Error>,
+    local_error: Option<Error>,
+    connect_timeout: Option<Duration>,
+    timeout: Option<Duration>,
+    head_method: bool,
+}
+
+impl Transfer {
+    fn new(token: usize, req: &handle_api::WireRequest, notifier: Notifier) -> Self {
+        Transfer {
+            token,
+            notifier,
+            sink: None,
+            body: None,
+            parser: HeadParser::default(),
+            head: HeadState::Reading,
+            status: None,
+            paused: None,
+            upload_error: None,
+            local_error: None,
+            connect_timeout: req.connect_timeout,
+            timeout: req.timeout,
+            head_method: req.method == Method::HEAD,
+        }
+    }
+}
+
+impl Handler for Transfer {
+    fn header(&mut self, line: &[u8]) -> bool {
+        if !matches!(self.head, HeadState::Reading) {
+            // Trailers of a chunked body: not part of the reported head.
+            return true;
+        }
+        match self.parser.line(line) {
+            Ok(None) => true,
+            Ok(Some(head)) => {
+                self.head = HeadState::Pending(Box::new(head));
+                self.notifier.post(Msg::Head(self.token));
+                true
+            }
+            Err(e) => {
+                self.local_error = Some(e);
+                false
+            }
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> std::result::Result<usize, WriteError> {
+        match self.head {
+            HeadState::Reported => {}
+            HeadState::Pending(_) => {
+                // curl keeps these bytes and replays them on unpause.
+                self.paused = Some(Pause::ForHead);
+                return Err(WriteError::Pause);
+            }
+            HeadState::Reading => {
+                self.local_error = Some(Error::new(
+                    ErrorKind::Protocol,
+                    "body bytes arrived before a response head",
+                ));
+                return Ok(0);
+            }
+        }
+        let Some(sink) = self.sink.as_mut() else {
+            return Ok(0);
+        };
+        if data.is_empty() {
+            return Ok(0);
+        }
+        match sink.try_data(Bytes::copy_from_slice(data)) {
+            TryData::Queued => Ok(data.len()),
+            // A short count makes curl abort with WRITE_ERROR; `complete`
+            // reports the cancellation instead.
+            TryData::Cancelled => Ok(0),
+            TryData::Full(_) => {
+                // curl replays the same bytes after unpause, so the copy handed
+                // back is dropped.
+                self.paused = Some(Pause::ForSpace);
+                let notifier = self.notifier.clone();
+                let token = self.token;
+                sink.on_space(move || {
+                    let _ = notifier.send(Msg::Unpause(token));
+                });
+                Err(WriteError::Pause)
+            }
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::result::Result<usize, ReadError> {
+        let Some(body) = self.body.as_mut() else {
+            return Ok(0);
+        };
+        // A blocking reader blocks this thread: UploadBody is a std Read, and
+        // curl asks for bytes only when the socket can take them.
+        loop {
+            match body.read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.upload_error = Some(e);
+                    return Err(ReadError::Abort);
+                }
+            }
+        }
+    }
+}
+
+/// Collects the header lines curl hands to the header callback into a
+/// [`ResponseHead`], skipping interim (1xx) heads.
+#[derive(Default)]
+struct HeadParser {
+    status: Option<(StatusCode, Version, String)>,
+    fields: Vec<(HeaderName, Vec<u8>)>,
+}
+
+impl HeadParser {
+    /// Takes one line; returns the head when `line` is the blank line that
+    /// ends a final (non-1xx) head.
+    fn line(&mut self, line: &[u8]) -> Result<Option<ResponseHead>> {
+        let line = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(line);
+        if line.is_empty() {
+            return self.end();
+        }
+        if line.starts_with(b"HTTP/") {
+            self.status = Some(parse_status_line(line)?);
+            self.fields.clear();
+            return Ok(None);
+        }
+        if self.status.is_none() {
+            return Err(protocol("a header line arrived before the status line"));
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            // obs-fold: the line continues the previous field's value.
+            let Some((_, value)) = self.fields.last_mut() else {
+                return Err(protocol("a folded header line has no field to continue"));
+            };
+            value.push(b' ');
+            value.extend_from_slice(trim(line));
+            return Ok(None);
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(protocol("a header line has no colon"));
+        };
+        let name = HeaderName::from_bytes(&line[..colon]).map_err(|e| {
+            protocol(format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(&line[..colon])
+            ))
+            .with_source(e)
+        })?;
+        self.fields.push((name, trim(&line[colon + 1..]).to_vec()));
+        Ok(None)
+    }
+
+    fn end(&mut self) -> Result<Option<ResponseHead>> {
+        let Some((status, version, reason)) = self.status.take() else {
+            return Ok(None);
+        };
+        let fields = mem::take(&mut self.fields);
+        if status.is_informational() {
+            return Ok(None);
+        }
+        let mut headers = HeaderMap::with_capacity(fields.len());
+        for (name, value) in fields {
+            let value = HeaderValue::from_bytes(&value).map_err(|e| {
+                protocol(format!("the value of header {name} has a forbidden byte")).with_source(e)
+            })?;
+            headers.append(name, value);
+        }
+        let mut head = ResponseHead::new(status, version, headers);
+        head.reason = Some(reason);
+        Ok(Some(head))
+    }
+}
+
+/// `HTTP/1.1 200 OK`: version, three-digit status, optional reason phrase.
+fn parse_status_line(line: &[u8]) -> Result<(StatusCode, Version, String)> {
+    let bad = || {
+        protocol(format!(
+            "malformed status line {:?}",
+            String::from_utf8_lossy(line)
+        ))
+    };
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let version = match parts.next().ok_or_else(bad)? {
+        b"HTTP/1.0" => Version::HTTP_10,
+        b"HTTP/1.1" => Version::HTTP_11,
+        b"HTTP/2" | b"HTTP/2.0" => Version::HTTP_2,
+        b"HTTP/3" => Version::HTTP_3,
+        _ => return Err(bad()),
+    };
+    let code = parts.next().ok_or_else(bad)?;
+    if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let status = StatusCode::from_bytes(code).map_err(|_| bad())?;
+    let reason = String::from_utf8_lossy(trim(parts.next().unwrap_or_default())).into_owned();
+    Ok((status, version, reason))
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !matches!(c, b' ' | b'\t'));
+    let end = b.iter().rposition(|c| !matches!(c, b' ' | b'\t'));
+    match (start, end) {
+        (Some(s), Some(e)) => &b[s..=e],
+        _ => &[],
+    }
+}
+
+fn protocol(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Protocol, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(p: &mut HeadParser, lines: &[&[u8]]) -> Result<Option<ResponseHead>> {
+        let mut out = None;
+        for l in lines {
+            if let Some(h) = p.line(l)? {
+                out = Some(h);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn interim_heads_are_skipped() {
+        let mut p = HeadParser::default();
+        let head = feed(
+            &mut p,
+            &[
+                b"HTTP/1.1 100 Continue\r\n",
+                b"\r\n",
+                b"HTTP/1.1 103 Early Hints\r\n",
+                b"Link: </a>\r\n",
+                b"\r\n",
+                b"HTTP/1.1 201 Made It\r\n",
+                b"X-A: 1\r\n",
+                b"x-a:  2 \r\n",
+                b"X-Fold: one\r\n",
+                b"  two\r\n",
+                b"X-Latin: caf\xe9\r\n",
+                b"\r\n",
+            ],
+        )
+        .unwrap()
+        .expect("final head");
+        assert_eq!(head.status, StatusCode::CREATED);
+        assert_eq!(head.reason.as_deref(), Some("Made It"));
+        assert_eq!(head.version, Version::HTTP_11);
+        let a: Vec<_> = head.headers.get_all("x-a").iter().collect();
+        assert_eq!(a, ["1", "2"]);
+        assert_eq!(head.headers["x-fold"], "one two");
+        assert_eq!(head.headers["x-latin"].as_bytes(), b"caf\xe9");
+        assert!(!head.headers.contains_key("link"));
+    }
+
+    #[test]
+    fn bad_heads_are_protocol_errors() {
+        for line in [
+            &b"HTTP/1.1 abc OK\r\n"[..],
+            b"HTTP/1.1 20 OK\r\n",
+            b"HTTP/9 200 OK\r\n",
+        ] {
+            let e = HeadParser::default().line(line).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Protocol);
+        }
+        let mut p = HeadParser::default();
+        p.line(b"HTTP/1.1 200 OK\r\n").unwrap();
+        assert!(p.line(b"bad name: x\r\n").is_err());
+        assert!(p.line(b"no colon\r\n").is_err());
+        let mut p = HeadParser::default();
+        p.line(b"HTTP/1.1 200 OK\r\n").unwrap();
+        p.line(b"x-ctl: a\x01b\r\n").unwrap();
+        assert!(p.line(b"\r\n").is_err());
+    }
+
+    #[test]
+    fn status_line_without_reason() {
+        let (s, v, r) = parse_status_line(b"HTTP/2 204").unwrap();
+        assert_eq!(
+            (s, v, r.as_str()),
+            (StatusCode::NO_CONTENT, Version::HTTP_2, "")
+        );
+    }
+}
