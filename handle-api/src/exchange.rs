@@ -22,7 +22,7 @@ use crate::response::{ResourceResponse, ResponseHead};
 /// Body bytes a load may hold between the backend and the application.
 pub const BODY_BUFFER_BYTES: usize = 1 << 20;
 
-type Callback = Box<dyn FnOnce() + Send>;
+pub(crate) type Callback = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
 struct State {
@@ -192,6 +192,7 @@ pub struct ExchangeSink {
     received: u64,
     expected: Option<u64>,
     ended: bool,
+    on_end: Option<Callback>,
 }
 
 impl ExchangeSink {
@@ -206,6 +207,7 @@ impl ExchangeSink {
                 received: 0,
                 expected: None,
                 ended: false,
+                on_end: None,
             },
             shared,
         )
@@ -213,6 +215,11 @@ impl ExchangeSink {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Runs `f` when the sink ends, however it ends (the scheduler's slot).
+    pub(crate) fn set_on_end(&mut self, f: Callback) {
+        self.on_end = Some(f);
     }
 
     /// The url being loaded (without fragment).

@@ -4,7 +4,6 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, Read};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -13,7 +12,7 @@ use url::Url;
 use crate::block_on::block_on;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::Event;
-use crate::exchange::Shared;
+use crate::manager::Load;
 use crate::response::ResourceResponse;
 
 /// One running load.
@@ -26,7 +25,7 @@ use crate::response::ResourceResponse;
 ///
 /// Dropping the handle cancels the load and releases its connection.
 pub struct ResourceHandle {
-    shared: Arc<Shared>,
+    load: Load,
     url: Url,
     pending: VecDeque<Event>,
     response: Option<ResourceResponse>,
@@ -34,28 +33,20 @@ pub struct ResourceHandle {
     delivered: u64,
     done: bool,
     finished: bool,
-    // Keeps the backend (its thread or runtime) alive while the load runs,
-    // even when the application drops its manager first.
-    _backend: Option<Arc<dyn crate::ResourceHandleManager>>,
 }
 
 impl ResourceHandle {
-    pub(crate) fn new(shared: Arc<Shared>, url: Url) -> Self {
+    pub(crate) fn new(load: Load) -> Self {
         ResourceHandle {
-            shared,
-            url,
+            url: load.url().clone(),
+            load,
             pending: VecDeque::new(),
             response: None,
             error: None,
             delivered: 0,
             done: false,
             finished: false,
-            _backend: None,
         }
-    }
-
-    pub(crate) fn keep_backend(&mut self, backend: Arc<dyn crate::ResourceHandleManager>) {
-        self._backend = Some(backend);
     }
 
     /// The url requested.
@@ -66,18 +57,18 @@ impl ResourceHandle {
     /// Cancels the load. The handle then ends with a `cancelled` failure
     /// (unless it had already ended), and the backend frees the connection.
     pub fn cancel(&self) {
-        self.shared.cancel();
+        self.load.cancel();
     }
 
     /// Stops delivering events (WebCore's defersLoading). Bytes keep arriving
     /// until the buffer is full, then the transfer waits; nothing is lost.
     pub fn pause(&self) {
-        self.shared.set_paused(true);
+        self.load.set_paused(true);
     }
 
     /// Resumes delivery after [`pause`](Self::pause).
     pub fn resume(&self) {
-        self.shared.set_paused(false);
+        self.load.set_paused(false);
     }
 
     /// The response, once it has arrived.
@@ -103,7 +94,7 @@ impl ResourceHandle {
         if self.done {
             return Poll::Ready(None);
         }
-        let ev = match self.shared.poll_event(cx) {
+        let ev = match self.load.poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(ev)) => ev,
             // The queue reports cancellation as its end; the handle names it.
@@ -250,7 +241,7 @@ impl ResourceHandle {
 impl Drop for ResourceHandle {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.cancel();
+            self.load.cancel();
         }
     }
 }

@@ -19,6 +19,7 @@ mod backend;
 mod block_on;
 mod body;
 mod client;
+mod disposition;
 mod error;
 mod events;
 mod exchange;
@@ -39,7 +40,12 @@ pub use error::{Error, ErrorKind, Result, TimeoutPhase, Truncation};
 pub use events::Event;
 pub use exchange::{ExchangeSink, TryData, BODY_BUFFER_BYTES};
 pub use handle::{BodyReader, EventStream, ResourceHandle};
-pub use manager::{ManagerBuilder, NetworkAccessManager, DEFAULT_USER_AGENT};
+pub use manager::redirect::{RedirectAction, RedirectHop, RedirectPolicy, DEFAULT_MAX_REDIRECTS};
+pub use manager::schemes::SchemeHandler;
+pub use manager::{
+    ManagerBuilder, NetworkAccessManager, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_LOADS_TOTAL,
+    DEFAULT_USER_AGENT,
+};
 pub use request::{
     CachePolicy, HttpVersionPref, Priority, RequestBuilder, ResourceRequest, TargetType,
 };

@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::body::RequestBody;
 use crate::error::{Error, ErrorKind, Result};
+use crate::manager::redirect::RedirectPolicy;
 
 /// WebCore's cache policies. Carried on the request; the cache honours them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,6 +99,9 @@ pub struct ResourceRequest {
     pub(crate) target_type: TargetType,
     pub(crate) priority: Priority,
     pub(crate) http_version: HttpVersionPref,
+    pub(crate) decode_content: bool,
+    pub(crate) redirect_policy: Option<RedirectPolicy>,
+    pub(crate) max_redirects: Option<u32>,
 }
 
 impl ResourceRequest {
@@ -172,6 +176,18 @@ impl ResourceRequest {
     pub fn http_version(&self) -> HttpVersionPref {
         self.http_version
     }
+    /// Whether the manager asks for and decodes compressed content.
+    pub fn decode_content(&self) -> bool {
+        self.decode_content
+    }
+    /// The redirect policy, when the request overrides the manager's.
+    pub fn redirect_policy(&self) -> Option<&RedirectPolicy> {
+        self.redirect_policy.as_ref()
+    }
+    /// The redirect maximum, when the request overrides the manager's.
+    pub fn max_redirects(&self) -> Option<u32> {
+        self.max_redirects
+    }
 
     /// The request as an `http::Request` with its in-memory body; `None` for
     /// file and stream bodies, which cannot be copied.
@@ -217,9 +233,6 @@ pub struct RequestBuilder {
     req: Result<ResourceRequest>,
 }
 
-/// Schemes a request may name. `data:` and `file:` are served by the manager.
-pub(crate) const KNOWN_SCHEMES: &[&str] = &["http", "https"];
-
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidRequest, msg)
 }
@@ -246,14 +259,17 @@ impl RequestBuilder {
         }
         let url = Url::parse(url)
             .map_err(|e| invalid(format!("url {url:?} does not parse: {e}")).with_source(e))?;
-        if !KNOWN_SCHEMES.contains(&url.scheme()) {
+        // http, https, data, file and the schemes applications registered.
+        if !crate::manager::schemes::is_known_scheme(url.scheme()) {
             return Err(Error::new(
                 ErrorKind::UnsupportedScheme,
                 format!("no handler for the {:?} scheme", url.scheme()),
             )
             .with_url(&url));
         }
-        if url.host_str().is_none_or(str::is_empty) {
+        // data: and file: urls have no host, nor need custom schemes one.
+        let needs_host = matches!(url.scheme(), "http" | "https");
+        if needs_host && url.host_str().is_none_or(str::is_empty) {
             return Err(invalid("url has no host").with_url(&url));
         }
         Ok(ResourceRequest {
@@ -270,6 +286,9 @@ impl RequestBuilder {
             target_type: TargetType::default(),
             priority: Priority::default(),
             http_version: HttpVersionPref::default(),
+            decode_content: true,
+            redirect_policy: None,
+            max_redirects: None,
         })
     }
 
@@ -381,6 +400,31 @@ impl RequestBuilder {
         })
     }
 
+    /// Asks for compressed content and decodes it (the default), or, with
+    /// `false`, sends no Accept-Encoding of its own and delivers the bytes as received.
+    pub fn decode_content(self, decode: bool) -> Self {
+        self.with(move |r| {
+            r.decode_content = decode;
+            Ok(())
+        })
+    }
+
+    /// Overrides the manager's redirect policy for this load.
+    pub fn redirect_policy(self, policy: RedirectPolicy) -> Self {
+        self.with(move |r| {
+            r.redirect_policy = Some(policy);
+            Ok(())
+        })
+    }
+
+    /// Overrides the manager's redirect maximum for this load.
+    pub fn max_redirects(self, n: u32) -> Self {
+        self.with(move |r| {
+            r.max_redirects = Some(n);
+            Ok(())
+        })
+    }
+
     /// Validates and returns the request, or the first error met.
     pub fn build(self) -> Result<ResourceRequest> {
         self.req
@@ -418,6 +462,9 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::UnsupportedScheme);
+        for url in ["data:,x", "file:///tmp/x", "file://localhost/tmp/x"] {
+            assert!(ResourceRequest::get(url).build().is_ok(), "{url}");
+        }
         let e = ResourceRequest::get("http://a.test/\r\nx")
             .build()
             .unwrap_err();

@@ -16,6 +16,8 @@ pub enum ResponseSource {
     Cache,
     /// Served from the cache after the server confirmed it (304).
     Revalidated,
+    /// Served by the manager itself (`data:`, `file:`, a registered scheme).
+    Local,
 }
 
 impl ResponseSource {
@@ -25,6 +27,7 @@ impl ResponseSource {
             ResponseSource::Network => "network",
             ResponseSource::Cache => "cache",
             ResponseSource::Revalidated => "revalidated",
+            ResponseSource::Local => "local",
         }
     }
 }
@@ -161,6 +164,21 @@ impl ResourceResponse {
                 .eq_ignore_ascii_case("charset")
                 .then(|| v.trim().trim_matches('"').to_ascii_lowercase())
         })
+    }
+    /// The file name the server suggests for saving the body, from
+    /// Content-Disposition (RFC 6266, `filename*` of RFC 8187 first), reduced
+    /// to its last path component; `None` without a usable name.
+    pub fn suggested_filename(&self) -> Option<String> {
+        let value = self
+            .headers
+            .get(http::header::CONTENT_DISPOSITION)?
+            .as_bytes();
+        // Servers send raw UTF-8, or ISO-8859-1 bytes (obs-text), in `filename`.
+        let text = match std::str::from_utf8(value) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => value.iter().map(|&b| char::from(b)).collect(),
+        };
+        crate::disposition::suggested_filename(&text)
     }
     /// Content-Length, when the response declared one.
     pub fn expected_content_length(&self) -> Option<u64> {

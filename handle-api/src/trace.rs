@@ -44,7 +44,8 @@ pub struct Trace {
     pub body_bytes: u64,
     /// SHA-256 of the delivered body, hex.
     pub body_sha256: String,
-    /// Where the response came from.
+    /// Where the response came from: network, cache, revalidated, or the
+    /// scheme of a local response (data, file, …).
     pub source: Option<String>,
     /// Event names in order, consecutive data and progress events collapsed.
     pub events: Vec<String>,
@@ -156,7 +157,11 @@ impl Recorder {
                 t.status = Some(r.status().as_u16());
                 t.reason = Some(r.reason().to_owned());
                 t.version = Some(r.version_str().to_owned());
-                t.source = Some(r.source().as_str().to_owned());
+                // A local response names its scheme (`data`, `file`, …).
+                t.source = Some(match r.source() {
+                    crate::ResponseSource::Local => r.url().scheme().to_owned(),
+                    other => other.as_str().to_owned(),
+                });
                 t.headers = r
                     .headers()
                     .iter()

@@ -141,14 +141,15 @@ fn default_ua(ctx: &mut Ctx) -> CaseResult {
     let (trace, e) = echo(ctx, "GET", |b| b)?;
     ensure_eq!(headers_named(&e, "user-agent"), vec![DEFAULT_USER_AGENT]);
     ensure_eq!(headers_named(&e, "accept"), vec!["*/*"]);
-    // Nothing else: no Accept-Encoding, no Expect, no library User-Agent.
+    ensure_eq!(headers_named(&e, "accept-encoding"), vec!["gzip, deflate, br, zstd"]);
+    // Nothing else: no Expect, no library User-Agent, no library Accept-Encoding.
     let names: Vec<&str> = e["headers"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|h| h[0].as_str())
         .collect();
-    ensure_eq!(names, vec!["user-agent", "accept"]);
+    ensure_eq!(names, vec!["user-agent", "accept", "accept-encoding"]);
     Ok(trace)
 }
 

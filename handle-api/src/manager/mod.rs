@@ -5,27 +5,47 @@
 //! back a [`ResourceHandle`]. Policy decided here is the same whichever
 //! backend is compiled.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderValue, ACCEPT, REFERER, USER_AGENT};
-use http::Method;
+use http::header::HeaderValue;
 
 use crate::backend::{
-    BackendConfig, BackendFactory, BodyFraming, Capabilities, Exchange, HostOverrides,
-    ResourceHandleManager, WireRequest,
+    BackendConfig, BackendFactory, Capabilities, HostOverrides, ResourceHandleManager,
 };
-use crate::body::UploadBody;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exchange::ExchangeSink;
 use crate::handle::ResourceHandle;
 use crate::request::ResourceRequest;
+
+pub(crate) mod decode;
+mod load;
+mod queue;
+pub(crate) mod redirect;
+pub(crate) mod schemes;
+
+pub(crate) use load::Load;
+use load::{Plan, ReplayBody};
+use queue::Scheduler;
+use redirect::{RedirectPolicy, RedirectRules, DEFAULT_MAX_REDIRECTS};
+use schemes::{DataScheme, FileScheme, SchemeHandler};
 
 /// The User-Agent sent when neither the request nor the manager sets one.
 pub const DEFAULT_USER_AGENT: &str = concat!("resource-handle/", env!("CARGO_PKG_VERSION"));
 
+/// The default limit on a decoded body (a decompression bomb stops here).
+pub const DEFAULT_MAX_DECODED_BYTES: u64 = 1 << 30;
+
+/// The default limit on loads in flight across all hosts.
+pub const DEFAULT_MAX_LOADS_TOTAL: usize = 256;
+
 /// The application-wide loader. Cheap to clone; clones share everything.
+///
+/// It starts at most 6 loads per scheme+host+port at once (configurable)
+/// and queues the rest by priority, follows redirects, decodes content and
+/// serves `data:`, `file:` and registered schemes, the same way whichever
+/// backend carries the loads.
 ///
 /// ```no_run
 /// # fn demo(factory: impl handle_api::BackendFactory) -> handle_api::Result<()> {
@@ -36,27 +56,50 @@ pub const DEFAULT_USER_AGENT: &str = concat!("resource-handle/", env!("CARGO_PKG
 /// let body = handle.bytes_blocking()?;
 /// # let _ = (status, body); Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NetworkAccessManager {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
-struct Inner {
+impl std::fmt::Debug for NetworkAccessManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkAccessManager")
+            .field("backend", &self.inner.backend.name())
+            .finish()
+    }
+}
+
+pub(crate) struct Inner {
     backend: Arc<dyn ResourceHandleManager>,
+    pub(crate) scheduler: Arc<Scheduler>,
+    pub(crate) schemes: HashMap<String, Arc<dyn SchemeHandler>>,
     user_agent: HeaderValue,
     timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
+    redirect: RedirectRules,
+    max_decoded: u64,
 }
 
 /// Configures a [`NetworkAccessManager`].
-#[derive(Debug)]
 #[must_use]
 pub struct ManagerBuilder {
     backend: BackendConfig,
     user_agent: HeaderValue,
     timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
+    max_total: usize,
+    redirect: RedirectRules,
+    max_decoded: u64,
+    schemes: HashMap<String, Arc<dyn SchemeHandler>>,
+}
+
+impl std::fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("backend", &self.backend)
+            .field("redirect", &self.redirect)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ManagerBuilder {
@@ -66,6 +109,14 @@ impl Default for ManagerBuilder {
             user_agent: HeaderValue::from_static(DEFAULT_USER_AGENT),
             timeout: None,
             connect_timeout: None,
+            max_total: DEFAULT_MAX_LOADS_TOTAL,
+            redirect: RedirectRules {
+                policy: RedirectPolicy::Follow,
+                max: DEFAULT_MAX_REDIRECTS,
+                allow_downgrade: false,
+            },
+            max_decoded: DEFAULT_MAX_DECODED_BYTES,
+            schemes: HashMap::new(),
         }
     }
 }
@@ -111,9 +162,15 @@ impl ManagerBuilder {
         self
     }
 
-    /// Connections kept per scheme+host+port (default 6).
+    /// Loads in flight (and connections kept) per scheme+host+port; default 6, as Qt.
     pub fn max_connections_per_host(mut self, n: usize) -> Self {
         self.backend.max_connections_per_host = n.max(1);
+        self
+    }
+
+    /// Loads in flight across all hosts; default [`DEFAULT_MAX_LOADS_TOTAL`].
+    pub fn max_loads_total(mut self, n: usize) -> Self {
+        self.max_total = n.max(1);
         self
     }
 
@@ -123,15 +180,74 @@ impl ManagerBuilder {
         self
     }
 
+    /// The default redirect policy (follow).
+    pub fn redirect_policy(mut self, policy: RedirectPolicy) -> Self {
+        self.redirect.policy = policy;
+        self
+    }
+
+    /// The default maximum of redirects per load (20).
+    pub fn max_redirects(mut self, n: u32) -> Self {
+        self.redirect.max = n;
+        self
+    }
+
+    /// Allows redirects from https to http (refused by default).
+    pub fn allow_https_downgrade(mut self, allow: bool) -> Self {
+        self.redirect.allow_downgrade = allow;
+        self
+    }
+
+    /// The largest decoded body (default 1 GiB); past it a load fails with `limit_exceeded`.
+    pub fn max_decoded_body_bytes(mut self, n: u64) -> Self {
+        self.max_decoded = n;
+        self
+    }
+
+    /// Serves `scheme` with `handler` (Qt's and WebKit's custom scheme handlers).
+    /// Requests naming the scheme build from then on, in the whole process.
+    pub fn scheme_handler(mut self, scheme: &str, handler: impl SchemeHandler) -> Result<Self> {
+        let scheme = scheme.to_ascii_lowercase();
+        let valid = scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if !valid || matches!(scheme.as_str(), "http" | "https") {
+            return Err(Error::new(
+                ErrorKind::InvalidRequest,
+                format!("{scheme:?} cannot be given a scheme handler"),
+            ));
+        }
+        schemes::register_scheme_name(&scheme);
+        self.schemes.insert(scheme, Arc::new(handler));
+        Ok(self)
+    }
+
     /// Creates the backend with `factory` and returns the manager.
     pub fn build(self, factory: impl BackendFactory) -> Result<NetworkAccessManager> {
         let backend = factory.create(&self.backend)?;
+        let scheduler = Scheduler::new(
+            backend.clone(),
+            self.backend.max_connections_per_host,
+            self.max_total,
+        );
+        let mut schemes: HashMap<String, Arc<dyn SchemeHandler>> = HashMap::new();
+        schemes.insert("data".into(), Arc::new(DataScheme));
+        schemes.insert("file".into(), Arc::new(FileScheme));
+        schemes.extend(self.schemes);
         Ok(NetworkAccessManager {
             inner: Arc::new(Inner {
                 backend,
+                scheduler,
+                schemes,
                 user_agent: self.user_agent,
                 timeout: self.timeout,
                 connect_timeout: self.connect_timeout,
+                redirect: self.redirect,
+                max_decoded: self.max_decoded,
             }),
         })
     }
@@ -158,86 +274,51 @@ impl NetworkAccessManager {
         self.inner.backend.capabilities()
     }
 
+    /// Loads waiting for a free slot.
+    pub fn queued_loads(&self) -> usize {
+        self.inner.scheduler.queued()
+    }
+
+    /// Loads on the wire now.
+    pub fn loads_in_flight(&self) -> usize {
+        self.inner.scheduler.in_flight()
+    }
+
     /// Starts a load. Never blocks; every outcome, errors included, arrives
-    /// through the returned handle.
+    /// through the returned handle. The handle keeps what the load needs
+    /// alive, even if the manager is dropped first.
     pub fn load(&self, mut request: ResourceRequest) -> ResourceHandle {
-        let mut url = request.url.clone();
-        url.set_fragment(None);
-        let (sink, shared) = ExchangeSink::new(url.clone());
-        let mut handle = ResourceHandle::new(shared, request.url.clone());
-        handle.keep_backend(self.inner.backend.clone());
-        let body = match UploadBody::open(request.take_body()) {
-            Ok(b) => b,
-            Err(e) => {
-                sink.fail(Error::new(ErrorKind::Io, e.to_string()).with_source(e));
-                return handle;
-            }
+        let inner = &self.inner;
+        let body = ReplayBody::new(request.take_body());
+        let plan = Plan {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            user_agent: request
+                .user_agent
+                .unwrap_or_else(|| inner.user_agent.clone()),
+            referrer: request.referrer,
+            body,
+            timeout: request.timeout.or(inner.timeout),
+            connect_timeout: request.connect_timeout.or(inner.connect_timeout),
+            http_version: request.http_version,
+            priority: request.priority,
+            decode: request.decode_content,
+            rules: RedirectRules {
+                policy: request
+                    .redirect_policy
+                    .unwrap_or_else(|| inner.redirect.policy.clone()),
+                max: request.max_redirects.unwrap_or(inner.redirect.max),
+                allow_downgrade: inner.redirect.allow_downgrade,
+            },
+            max_decoded: inner.max_decoded,
+            seen_https: false,
         };
-        let wire = self.wire_request(request, url, body, &sink);
-        self.inner.backend.start(Exchange {
-            request: wire,
-            sink,
-        });
-        handle
+        ResourceHandle::new(Load::start(self.inner.clone(), plan))
     }
 
     /// Builds a GET request for `url` and starts it.
     pub fn get(&self, url: &str) -> Result<ResourceHandle> {
         Ok(self.load(ResourceRequest::get(url).build()?))
-    }
-
-    fn wire_request(
-        &self,
-        request: ResourceRequest,
-        url: url::Url,
-        mut body: UploadBody,
-        sink: &ExchangeSink,
-    ) -> WireRequest {
-        let mut headers = request.headers;
-        // Framing is the backend's to write, from `framing` below; an
-        // application value would only conflict with it.
-        headers.remove(http::header::CONTENT_LENGTH);
-        headers.remove(http::header::TRANSFER_ENCODING);
-        if !headers.contains_key(USER_AGENT) {
-            let ua = request
-                .user_agent
-                .unwrap_or_else(|| self.inner.user_agent.clone());
-            headers.insert(USER_AGENT, ua);
-        }
-        if !headers.contains_key(ACCEPT) {
-            headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
-        }
-        if let Some(referrer) = request.referrer {
-            headers.insert(REFERER, referrer);
-        }
-        let framing = framing(&request.method, &body);
-        body.attach(sink.shared().clone());
-        WireRequest {
-            method: request.method,
-            url,
-            headers,
-            body,
-            framing,
-            timeout: request.timeout.or(self.inner.timeout),
-            connect_timeout: request.connect_timeout.or(self.inner.connect_timeout),
-            http_version: request.http_version,
-        }
-    }
-}
-
-/// The framing rule every backend follows: a known length is sent as
-/// Content-Length (0 included for methods that define a body), an unknown
-/// one chunked, and no body means no framing header.
-fn framing(method: &Method, body: &UploadBody) -> BodyFraming {
-    match body.len() {
-        None => BodyFraming::Chunked,
-        Some(0) if body.is_empty() => {
-            if matches!(method.as_str(), "POST" | "PUT" | "PATCH") {
-                BodyFraming::Length(0)
-            } else {
-                BodyFraming::None
-            }
-        }
-        Some(n) => BodyFraming::Length(n),
     }
 }
