@@ -16,6 +16,7 @@ use handle_api::{
 };
 
 use crate::error;
+use crate::wire::RawList;
 
 /// Bytes curl reads from the socket per write callback. Larger than curl's
 /// 16 KiB default so a big body costs fewer callbacks and sink calls.
@@ -25,12 +26,14 @@ pub(crate) const RECEIVE_BUFFER_BYTES: usize = 256 * 1024;
 pub(crate) const UPLOAD_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Applies every option of `req` to `easy`. The request body itself is not
-/// touched here: the handler's read callback streams it.
+/// touched here: the handler's read callback streams it. Returns the raw
+/// header list when a value is not UTF-8: the caller keeps it alive for as
+/// long as the easy handle.
 pub(crate) fn configure<H>(
     easy: &mut Easy2<H>,
     req: &WireRequest,
     config: &BackendConfig,
-) -> Result<()> {
+) -> Result<Option<RawList>> {
     let set = |what: &'static str| move |e| error::setup(what, e);
 
     match req.http_version {
@@ -64,8 +67,30 @@ pub(crate) fn configure<H>(
     easy.path_as_is(true).map_err(set("PATH_AS_IS"))?;
 
     method(easy, req)?;
-    easy.http_headers(header_list(req)?)
-        .map_err(set("the header list"))?;
+    let lines = header_lines(req);
+    let mut raw_list = None;
+    match lines
+        .iter()
+        .map(|l| std::str::from_utf8(l))
+        .collect::<std::result::Result<Vec<&str>, _>>()
+    {
+        Ok(text) => {
+            let mut list = List::new();
+            for line in text {
+                list.append(line).map_err(set("a header line"))?;
+            }
+            easy.http_headers(list).map_err(set("the header list"))?;
+        }
+        Err(_) => {
+            // A value with obs-text: curl-rust's List takes UTF-8 only, so
+            // the list is built from the bytes as they are.
+            let list = RawList::new(&lines).ok_or_else(|| {
+                Error::new(ErrorKind::Io, "libcurl could not build the header list")
+            })?;
+            list.install(easy.raw()).map_err(set("the header list"))?;
+            raw_list = Some(list);
+        }
+    }
 
     if let Some(t) = req.connect_timeout {
         easy.connect_timeout(nonzero(t))
@@ -93,7 +118,7 @@ pub(crate) fn configure<H>(
     easy.tcp_nodelay(true).map_err(set("TCP_NODELAY"))?;
     easy.maxage_conn(config.idle_timeout)
         .map_err(set("MAXAGE_CONN"))?;
-    Ok(())
+    Ok(raw_list)
 }
 
 /// curl reads a zero timeout as "no timeout"; the contract means "at once".
@@ -185,54 +210,42 @@ fn method<H>(easy: &mut Easy2<H>, req: &WireRequest) -> Result<()> {
 
 /// CURLOPT_HTTPHEADER: every header of the request, as given, plus the
 /// entries that stop curl from adding its own.
-fn header_list(req: &WireRequest) -> Result<List> {
-    let mut list = List::new();
-    let mut add = |line: &str| {
-        list.append(line)
-            .map_err(|e| error::setup("a header line", e))
-    };
+fn header_lines(req: &WireRequest) -> Vec<Vec<u8>> {
+    let mut lines = Vec::new();
     for (name, value) in req.headers.iter() {
-        let value = value.to_str().map_err(|_| {
-            // curl-rust's List takes UTF-8 strings only, so a header value with
-            // obs-text bytes cannot be handed to libcurl unchanged.
-            Error::new(
-                ErrorKind::Unsupported,
-                format!("the value of header {name} is not UTF-8, which curl-rust cannot send"),
-            )
-        })?;
+        let mut line = name.as_str().as_bytes().to_vec();
         if value.is_empty() {
             // "Name:" would tell curl to remove the header; "Name;" sends it empty.
-            add(&format!("{name};"))?;
+            line.push(b';');
         } else {
-            add(&format!("{name}: {value}"))?;
+            line.extend_from_slice(b": ");
+            line.extend_from_slice(value.as_bytes());
         }
+        lines.push(line);
     }
-    suppress_defaults(&req.headers, &req.method, &mut add)?;
+    suppress_defaults(&req.headers, &req.method, &mut |l: &str| {
+        lines.push(l.as_bytes().to_vec());
+    });
     if req.framing == BodyFraming::Chunked {
-        add("Transfer-Encoding: chunked")?;
+        lines.push(b"Transfer-Encoding: chunked".to_vec());
     }
-    Ok(list)
+    lines
 }
 
 /// "Name:" removes a header curl would otherwise add of its own.
-fn suppress_defaults(
-    headers: &HeaderMap,
-    method: &Method,
-    add: &mut impl FnMut(&str) -> Result<()>,
-) -> Result<()> {
+fn suppress_defaults(headers: &HeaderMap, method: &Method, add: &mut impl FnMut(&str)) {
     // curl sends `Expect: 100-continue` before large or unsized uploads.
     if !headers.contains_key(header::EXPECT) {
-        add("Expect:")?;
+        add("Expect:");
     }
     // curl adds `Accept: */*`; the manager decides Accept.
     if !headers.contains_key(header::ACCEPT) {
-        add("Accept:")?;
+        add("Accept:");
     }
     // CURLOPT_POST makes curl add a form Content-Type.
     if method == Method::POST && !headers.contains_key(header::CONTENT_TYPE) {
-        add("Content-Type:")?;
+        add("Content-Type:");
     }
-    Ok(())
 }
 
 #[cfg(test)]

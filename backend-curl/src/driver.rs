@@ -13,20 +13,21 @@ use std::mem;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use curl::easy::{Easy2, Handler, ReadError, WriteError};
+use curl::easy::{Easy2, Handler, ReadError, SeekResult, WriteError};
 use curl::multi::{Easy2Handle, Multi, MultiWaker};
 use handle_api::http::header::{HeaderName, HeaderValue};
 use handle_api::http::{HeaderMap, Method, StatusCode, Version};
 use handle_api::{
     BackendConfig, Error, ErrorKind, Exchange, ExchangeSink, LoadTiming, ResponseHead, Result,
-    TryData, UploadBody,
+    TimeoutPhase, TryData, UploadBody,
 };
 
 use crate::convert;
 use crate::error::{self, FailureContext};
+use crate::wire::{self, Attempts};
 
 /// Longest the thread sleeps in `curl_multi_poll`; curl shortens it to its own
 /// next timer, and a wakeup ends it at once.
@@ -145,12 +146,49 @@ impl Driver {
             self.finish_completed();
             // Callbacks inside `perform` may have queued heads or unpauses.
             self.drain_queue();
-            if let Err(e) = self.multi.poll(&mut [], POLL_MAX) {
+            let wait = self.expire_idle();
+            if let Err(e) = self.multi.poll(&mut [], wait) {
                 self.fail_all(error::multi("wait for sockets", e));
                 // Do not spin if the multi handle is broken for good.
                 thread::sleep(Duration::from_millis(10));
             }
         }
+    }
+
+    /// Fails every transfer whose idle timeout elapsed and returns how long
+    /// the thread may sleep before the next one could.
+    ///
+    /// libcurl's own low-speed check (LOW_SPEED_LIMIT/TIME) counts in whole
+    /// seconds and also runs while a transfer is paused for backpressure, so
+    /// the driver keeps the idle clock itself: it starts when the connection
+    /// is ready (the prereq callback), restarts with every byte in or out,
+    /// and stops while the application holds the body back.
+    fn expire_idle(&mut self) -> Duration {
+        let now = Instant::now();
+        let mut wait = POLL_MAX;
+        let mut expired = Vec::new();
+        for (token, h) in &self.transfers {
+            let t = h.get_ref();
+            let Some(limit) = t.read_timeout else {
+                continue;
+            };
+            if t.paused.is_some() {
+                continue;
+            }
+            let Some(last) = t.last_activity() else {
+                continue;
+            };
+            let deadline = last + limit;
+            if deadline <= now {
+                expired.push(*token);
+            } else {
+                wait = wait.min(deadline - now);
+            }
+        }
+        for token in expired {
+            self.abort(token, Error::timeout(TimeoutPhase::Idle));
+        }
+        wait
     }
 
     fn drain_queue(&mut self) {
@@ -210,9 +248,21 @@ impl Driver {
         let token = self.next_token;
         self.next_token += 1;
 
-        let mut easy = Easy2::new(Transfer::new(token, &request, self.notifier.clone()));
-        if let Err(e) = convert::configure(&mut easy, &request, &self.config) {
-            sink.fail(e);
+        let mut easy = Easy2::new(Transfer::new(
+            token,
+            &request,
+            self.notifier.clone(),
+            &self.config,
+        ));
+        match convert::configure(&mut easy, &request, &self.config) {
+            Ok(list) => easy.get_mut().header_list = list,
+            Err(e) => {
+                sink.fail(e);
+                return;
+            }
+        }
+        if let Err(e) = wire::install_prereq(easy.raw(), &easy.get_ref().attempts) {
+            sink.fail(error::setup("the prereq callback", e));
             return;
         }
         easy.get_mut().body = Some(request.body);
@@ -239,6 +289,8 @@ impl Driver {
             return;
         };
         h.get_mut().paused = None;
+        // The pause was the application's doing: the idle clock starts afresh.
+        h.get_mut().touch();
         // curl may replay the paused bytes into the write callback right here.
         if let Err(e) = h.unpause_write() {
             self.abort(token, error::setup("to resume the transfer", e));
@@ -294,6 +346,9 @@ fn complete(mut h: Easy2Handle<Transfer>, result: std::result::Result<(), curl::
         received: sink.received(),
         upload_error: t.upload_error.take(),
         local_error: t.local_error.take(),
+        head_reported: t.status.is_some(),
+        chunked: t.chunked,
+        resend_refused: t.attempts.refused(),
     };
     let status = t.status;
     let head_method = t.head_method;
@@ -334,7 +389,13 @@ fn report_head(h: &mut Easy2Handle<Transfer>) {
     // The getters need the easy handle, which the callbacks do not have: that
     // is why the head goes through the driver instead of straight to the sink.
     let info = TransferInfo::of(h);
+    if h.get_ref().parser.forbid_reuse {
+        // The head's framing cannot be trusted to have ended where the next
+        // response starts (Transfer-Encoding with Content-Length).
+        wire::forbid_reuse(h.raw());
+    }
     let t = h.get_mut();
+    t.chunked = t.parser.chunked;
     if let HeadState::Pending(mut head) = mem::replace(&mut t.head, HeadState::Reported) {
         head.remote_addr = info.remote;
         head.timing = info.timing;
@@ -417,17 +478,31 @@ pub(crate) struct Transfer {
     local_error: Option<Error>,
     connect_timeout: Option<Duration>,
     timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+    /// The last byte in or out; `None` until the connection is ready.
+    activity: Option<Instant>,
+    /// Boxed so the prereq callback's pointer to it stays valid.
+    attempts: Box<Attempts>,
+    /// The reported response is chunked.
+    chunked: bool,
     head_method: bool,
+    /// A header list of raw bytes set on the easy handle, kept alive here.
+    header_list: Option<wire::RawList>,
 }
 
 impl Transfer {
-    fn new(token: usize, req: &handle_api::WireRequest, notifier: Notifier) -> Self {
+    fn new(
+        token: usize,
+        req: &handle_api::WireRequest,
+        notifier: Notifier,
+        config: &BackendConfig,
+    ) -> Self {
         Transfer {
             token,
             notifier,
             sink: None,
             body: None,
-            parser: HeadParser::default(),
+            parser: HeadParser::new(config.max_response_head_bytes, config.max_response_headers),
             head: HeadState::Reading,
             status: None,
             paused: None,
@@ -435,13 +510,33 @@ impl Transfer {
             local_error: None,
             connect_timeout: req.connect_timeout,
             timeout: req.timeout,
+            read_timeout: req.read_timeout,
+            activity: None,
+            attempts: Attempts::new(req.may_retry_on_stale_connection()),
+            chunked: false,
             head_method: req.method == Method::HEAD,
+            header_list: None,
         }
+    }
+
+    /// Restarts the idle clock, once the connection is up.
+    fn touch(&mut self) {
+        if self.attempts.connected().is_some() {
+            self.activity = Some(Instant::now());
+        }
+    }
+
+    /// The last sign of life of the current attempt, for the idle timeout.
+    fn last_activity(&self) -> Option<Instant> {
+        let connected = self.attempts.connected()?;
+        // A retry on a fresh connection starts a fresh clock.
+        Some(self.activity.map_or(connected, |a| a.max(connected)))
     }
 }
 
 impl Handler for Transfer {
     fn header(&mut self, line: &[u8]) -> bool {
+        self.touch();
         if !matches!(self.head, HeadState::Reading) {
             // Trailers of a chunked body: not part of the reported head.
             return true;
@@ -483,7 +578,10 @@ impl Handler for Transfer {
             return Ok(0);
         }
         match sink.try_data(Bytes::copy_from_slice(data)) {
-            TryData::Queued => Ok(data.len()),
+            TryData::Queued => {
+                self.touch();
+                Ok(data.len())
+            }
             // A short count makes curl abort with WRITE_ERROR; `complete`
             // reports the cancellation instead.
             TryData::Cancelled => Ok(0),
@@ -509,7 +607,10 @@ impl Handler for Transfer {
         // curl asks for bytes only when the socket can take them.
         loop {
             match body.read(buf) {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.touch();
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.upload_error = Some(e);
@@ -518,24 +619,69 @@ impl Handler for Transfer {
             }
         }
     }
+
+    fn seek(&mut self, _whence: io::SeekFrom) -> SeekResult {
+        // libcurl rewinds the body only to send the request again after a
+        // reused connection died: a body already read is never sent twice.
+        self.attempts.refuse();
+        SeekResult::Fail
+    }
 }
 
 /// Collects the header lines curl hands to the header callback into a
 /// [`ResponseHead`], skipping interim (1xx) heads.
-#[derive(Default)]
+///
+/// libcurl parses the head itself but is lenient where RFC 9112 asks a
+/// recipient to be strict, so the lines are checked here as they come: the
+/// head's size and field count against the limits, and the framing headers
+/// (Content-Length must be one unsigned decimal, repeated only with the same
+/// value).
 struct HeadParser {
     status: Option<(StatusCode, Version, String)>,
     fields: Vec<(HeaderName, Vec<u8>)>,
+    /// Bytes of the current head so far, line ends included.
+    bytes: usize,
+    max_bytes: usize,
+    max_fields: usize,
+    /// The final head had Transfer-Encoding and Content-Length both.
+    forbid_reuse: bool,
+    /// The final head's body is chunked.
+    chunked: bool,
 }
 
 impl HeadParser {
+    fn new(max_bytes: usize, max_fields: usize) -> Self {
+        HeadParser {
+            status: None,
+            fields: Vec::new(),
+            bytes: 0,
+            max_bytes,
+            max_fields,
+            forbid_reuse: false,
+            chunked: false,
+        }
+    }
+
     /// Takes one line; returns the head when `line` is the blank line that
     /// ends a final (non-1xx) head.
-    fn line(&mut self, line: &[u8]) -> Result<Option<ResponseHead>> {
-        let line = line
+    fn line(&mut self, raw: &[u8]) -> Result<Option<ResponseHead>> {
+        let line = raw
             .strip_suffix(b"\n")
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .unwrap_or(line);
+            .unwrap_or(raw);
+        if line.starts_with(b"HTTP/") {
+            self.bytes = 0;
+        }
+        self.bytes += raw.len();
+        if self.bytes > self.max_bytes {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "the response head is larger than the limit of {} bytes",
+                    self.max_bytes
+                ),
+            ));
+        }
         if line.is_empty() {
             return self.end();
         }
@@ -566,6 +712,15 @@ impl HeadParser {
             ))
             .with_source(e)
         })?;
+        if self.fields.len() >= self.max_fields {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "the response head has more than the limit of {} header fields",
+                    self.max_fields
+                ),
+            ));
+        }
         self.fields.push((name, trim(&line[colon + 1..]).to_vec()));
         Ok(None)
     }
@@ -585,10 +740,51 @@ impl HeadParser {
             })?;
             headers.append(name, value);
         }
+        let chunked = headers.contains_key(handle_api::http::header::TRANSFER_ENCODING);
+        let has_length = headers.contains_key(handle_api::http::header::CONTENT_LENGTH);
+        if chunked {
+            // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); a
+            // message with both may be smuggling, so its connection goes.
+            self.forbid_reuse = has_length;
+        } else if has_length {
+            content_length(&headers)?;
+        }
+        self.chunked = chunked;
         let mut head = ResponseHead::new(status, version, headers);
         head.reason = Some(reason);
         Ok(Some(head))
     }
+}
+
+/// The one Content-Length value of `headers` (RFC 9112 §6.3): every line
+/// and list element must be the same unsigned decimal that fits in 64 bits.
+fn content_length(headers: &HeaderMap) -> Result<u64> {
+    let mut found: Option<u64> = None;
+    for value in headers.get_all(handle_api::http::header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = trim(part);
+            let valid = !part.is_empty() && part.iter().all(u8::is_ascii_digit);
+            let n = std::str::from_utf8(part)
+                .ok()
+                .filter(|_| valid)
+                .and_then(|p| p.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    protocol(format!(
+                        "invalid Content-Length {:?}",
+                        String::from_utf8_lossy(value.as_bytes())
+                    ))
+                })?;
+            match found {
+                Some(prev) if prev != n => {
+                    return Err(protocol(format!(
+                        "conflicting Content-Length values {prev} and {n}"
+                    )))
+                }
+                _ => found = Some(n),
+            }
+        }
+    }
+    found.ok_or_else(|| protocol("an empty Content-Length"))
 }
 
 /// `HTTP/1.1 200 OK`: version, three-digit status, optional reason phrase.
@@ -603,8 +799,8 @@ fn parse_status_line(line: &[u8]) -> Result<(StatusCode, Version, String)> {
     let version = match parts.next().ok_or_else(bad)? {
         b"HTTP/1.0" => Version::HTTP_10,
         b"HTTP/1.1" => Version::HTTP_11,
-        b"HTTP/2" | b"HTTP/2.0" => Version::HTTP_2,
-        b"HTTP/3" => Version::HTTP_3,
+        // The transfer asked for HTTP/1.1 (HTTP/2 is not built in): any other
+        // version in a status line is a malformed reply.
         _ => return Err(bad()),
     };
     let code = parts.next().ok_or_else(bad)?;
@@ -633,6 +829,10 @@ fn protocol(msg: impl Into<String>) -> Error {
 mod tests {
     use super::*;
 
+    fn parser() -> HeadParser {
+        HeadParser::new(64 * 1024, 100)
+    }
+
     fn feed(p: &mut HeadParser, lines: &[&[u8]]) -> Result<Option<ResponseHead>> {
         let mut out = None;
         for l in lines {
@@ -645,7 +845,7 @@ mod tests {
 
     #[test]
     fn interim_heads_are_skipped() {
-        let mut p = HeadParser::default();
+        let mut p = parser();
         let head = feed(
             &mut p,
             &[
@@ -681,26 +881,80 @@ mod tests {
             &b"HTTP/1.1 abc OK\r\n"[..],
             b"HTTP/1.1 20 OK\r\n",
             b"HTTP/9 200 OK\r\n",
+            b"HTTP/2 200 OK\r\n",
         ] {
-            let e = HeadParser::default().line(line).unwrap_err();
+            let e = parser().line(line).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Protocol);
         }
-        let mut p = HeadParser::default();
+        let mut p = parser();
         p.line(b"HTTP/1.1 200 OK\r\n").unwrap();
         assert!(p.line(b"bad name: x\r\n").is_err());
         assert!(p.line(b"no colon\r\n").is_err());
-        let mut p = HeadParser::default();
+        let mut p = parser();
         p.line(b"HTTP/1.1 200 OK\r\n").unwrap();
         p.line(b"x-ctl: a\x01b\r\n").unwrap();
         assert!(p.line(b"\r\n").is_err());
     }
 
     #[test]
+    fn content_length_is_one_decimal() {
+        let head = |lines: &[&[u8]]| {
+            let mut p = parser();
+            let mut all = vec![&b"HTTP/1.1 200 OK\r\n"[..]];
+            all.extend_from_slice(lines);
+            all.push(b"\r\n");
+            feed(&mut p, &all)
+        };
+        assert!(head(&[b"Content-Length: 6\r\n", b"Content-Length: 6\r\n"]).is_ok());
+        assert!(head(&[b"Content-Length: 6, 6\r\n"]).is_ok());
+        for bad in [
+            &b"Content-Length: 6, 7\r\n"[..],
+            b"Content-Length: +6\r\n",
+            b"Content-Length: -6\r\n",
+            b"Content-Length: 6abc\r\n",
+            b"Content-Length: 18446744073709551616\r\n",
+            b"Content-Length:\r\n",
+        ] {
+            assert_eq!(
+                head(&[bad]).unwrap_err().kind(),
+                ErrorKind::Protocol,
+                "{bad:?}"
+            );
+        }
+        let mut p = parser();
+        feed(
+            &mut p,
+            &[
+                b"HTTP/1.1 200 OK\r\n",
+                b"Content-Length: 3\r\n",
+                b"Transfer-Encoding: chunked\r\n",
+                b"\r\n",
+            ],
+        )
+        .unwrap();
+        assert!(p.forbid_reuse && p.chunked);
+    }
+
+    #[test]
+    fn head_limits_are_exact() {
+        let lines: [&[u8]; 3] = [b"HTTP/1.1 200 OK\r\n", b"A: b\r\n", b"\r\n"];
+        let size: usize = lines.iter().map(|l| l.len()).sum();
+        assert!(feed(&mut HeadParser::new(size, 1), &lines)
+            .unwrap()
+            .is_some());
+        let e = feed(&mut HeadParser::new(size - 1, 1), &lines).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded);
+        let e = feed(&mut HeadParser::new(size, 0), &lines).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded);
+    }
+
+    #[test]
     fn status_line_without_reason() {
-        let (s, v, r) = parse_status_line(b"HTTP/2 204").unwrap();
+        let (s, v, r) = parse_status_line(b"HTTP/1.1 204").unwrap();
         assert_eq!(
             (s, v, r.as_str()),
-            (StatusCode::NO_CONTENT, Version::HTTP_2, "")
+            (StatusCode::NO_CONTENT, Version::HTTP_11, "")
         );
+        assert!(parse_status_line(b"HTTP/2.0 200 OK").is_err());
     }
 }

@@ -43,6 +43,13 @@ pub(crate) struct FailureContext {
     pub upload_error: Option<io::Error>,
     /// An error the callbacks decided on themselves (a malformed header line).
     pub local_error: Option<Error>,
+    /// The final response head was reported.
+    pub head_reported: bool,
+    /// The reported response's body is chunked.
+    pub chunked: bool,
+    /// libcurl wanted to send the request again after its reused connection
+    /// died before any response byte, and was not allowed to.
+    pub resend_refused: bool,
 }
 
 /// Maps a failed transfer's curl error onto a handle-api error, keeping
@@ -51,6 +58,16 @@ pub(crate) fn map(e: curl::Error, cx: FailureContext) -> Error {
     // Errors our own callbacks raised win: curl only saw "the callback said stop".
     if let Some(local) = cx.local_error {
         return local.with_source(e);
+    }
+    if cx.resend_refused {
+        // Whatever libcurl said after being stopped, the fault is the
+        // server's: it closed the connection without answering.
+        return Error::new(
+            ErrorKind::Protocol,
+            "the server closed the reused connection before any response, \
+             and the request may not be sent again",
+        )
+        .with_source(e);
     }
     if let Some(io) = cx.upload_error {
         return Error::new(
@@ -66,7 +83,19 @@ pub(crate) fn map(e: curl::Error, cx: FailureContext) -> Error {
         ErrorKind::Connect
     } else if e.is_operation_timedout() {
         return Error::timeout(timeout_phase(&e, &cx)).with_source(e);
+    } else if e.is_partial_file() && !cx.head_reported {
+        // libcurl says PARTIAL_FILE when the connection closes inside the
+        // head too: with no head, there was no body to be short of.
+        ErrorKind::Protocol
     } else if e.is_partial_file() {
+        return Error::truncated(cx.expected, cx.received).with_source(e);
+    } else if e.is_recv_error()
+        && cx.head_reported
+        && (cx.expected.is_some() || cx.chunked)
+        && !is_chunk_framing(&e)
+    {
+        // The connection broke (a reset) inside a body whose framing says
+        // there was more: the body is short, as with a clean close.
         return Error::truncated(cx.expected, cx.received).with_source(e);
     } else if code(&e) == CURLE_WEIRD_SERVER_REPLY
         || e.is_got_nothing()
@@ -198,12 +227,39 @@ mod tests {
             (42, ErrorKind::Io),
         ];
         for (code, kind) in cases {
-            assert_eq!(
-                map(curl_err(code), FailureContext::default()).kind(),
-                kind,
-                "code {code}"
-            );
+            let cx = FailureContext {
+                head_reported: true,
+                ..Default::default()
+            };
+            assert_eq!(map(curl_err(code), cx).kind(), kind, "code {code}");
         }
+    }
+
+    #[test]
+    fn where_the_connection_broke_decides_the_kind() {
+        // PARTIAL_FILE with no head: the head was cut, not the body.
+        assert_eq!(
+            map(curl_err(18), FailureContext::default()).kind(),
+            ErrorKind::Protocol
+        );
+        // A reset inside a framed body: the body is short.
+        let mut e = curl_err(56);
+        e.set_extra("Recv failure: Connection reset by peer".into());
+        let cx = FailureContext {
+            head_reported: true,
+            chunked: true,
+            received: 7,
+            ..Default::default()
+        };
+        let t = map(e, cx);
+        assert_eq!(t.kind(), ErrorKind::BodyTruncated);
+        assert_eq!(t.truncation().map(|t| t.received), Some(7));
+        // A re-send that was refused is the server's fault, whatever curl said.
+        let cx = FailureContext {
+            resend_refused: true,
+            ..Default::default()
+        };
+        assert_eq!(map(curl_err(42), cx).kind(), ErrorKind::Protocol);
     }
 
     #[test]
@@ -213,6 +269,7 @@ mod tests {
             FailureContext {
                 expected: Some(10),
                 received: 4,
+                head_reported: true,
                 ..Default::default()
             },
         );

@@ -25,6 +25,7 @@
 mod convert;
 mod driver;
 mod error;
+mod wire;
 
 use std::sync::Arc;
 

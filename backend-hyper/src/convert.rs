@@ -53,6 +53,11 @@ pub(crate) struct Prepared {
     pub(crate) timeout: Option<Duration>,
     /// Timeout for establishing a new connection.
     pub(crate) connect_timeout: Option<Duration>,
+    /// Idle timeout once connected.
+    pub(crate) read_timeout: Option<Duration>,
+    /// What it takes to send the request once more after the keep-alive
+    /// race, when handle-api allows that for this request.
+    pub(crate) resend: Option<Resend>,
     /// Filled when the request body fails to read.
     pub(crate) upload_failure: UploadFailure,
 }
@@ -85,6 +90,7 @@ pub(crate) fn prepare(request: WireRequest, runtime: &Handle) -> Result<Prepared
         }
     }
     let uri = uri(&request.url)?;
+    let may_retry = request.may_retry_on_stale_connection();
 
     let mut headers = request.headers;
     headers.remove(CONTENT_LENGTH);
@@ -99,6 +105,11 @@ pub(crate) fn prepare(request: WireRequest, runtime: &Handle) -> Result<Prepared
         }
     }
 
+    let resend = may_retry.then(|| Resend {
+        method: request.method.clone(),
+        uri: uri.clone(),
+        headers: headers.clone(),
+    });
     let upload_failure = UploadFailure::default();
     let body = WireBody::new(
         request.body,
@@ -115,8 +126,28 @@ pub(crate) fn prepare(request: WireRequest, runtime: &Handle) -> Result<Prepared
         request: req,
         timeout: request.timeout,
         connect_timeout: request.connect_timeout,
+        read_timeout: request.read_timeout,
+        resend,
         upload_failure,
     })
+}
+
+/// A bodyless request, kept to be sent once more.
+pub(crate) struct Resend {
+    method: handle_api::http::Method,
+    uri: Uri,
+    headers: handle_api::http::HeaderMap,
+}
+
+impl Resend {
+    pub(crate) fn request(self) -> Request<WireBody> {
+        let mut req = Request::new(WireBody { kind: Kind::Empty });
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.headers;
+        req
+    }
 }
 
 /// The url as an `http::Uri`, without userinfo: credentials travel in

@@ -14,13 +14,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use handle_api::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use handle_api::http::Uri;
+use handle_api::http::{HeaderMap, HeaderValue, StatusCode};
 use handle_api::{
-    BackendConfig, Error, ExchangeSink, HostOverrides, Resolution, ResponseHead, Result,
+    BackendConfig, Error, ErrorKind, ExchangeSink, HostOverrides, Resolution, ResponseHead, Result,
+    TimeoutPhase,
 };
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::dns::{GaiAddrs, GaiResolver, Name};
-use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
+use hyper_util::client::legacy::connect::{
+    capture_connection, CaptureConnection, HttpConnector, HttpInfo,
+};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -28,7 +33,8 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::Notify;
 use tower_service::Service;
 
-use crate::convert::{Prepared, UploadFailure, WireBody};
+use crate::conn::{Activity, ConnMeta, Wire};
+use crate::convert::{Prepared, Resend, UploadFailure, WireBody};
 use crate::error::{self, ConnectFailure};
 
 /// The hyper client every exchange of one backend shares (and its pool).
@@ -53,6 +59,10 @@ pub(crate) fn runtime() -> io::Result<Runtime> {
         .build()
 }
 
+/// hyper's default read buffer limit (8 KiB + 100 × 4 KiB); raised only
+/// for a head limit larger than it, so the head always fits.
+const DEFAULT_READ_BUFFER: usize = 8192 + 4096 * 100;
+
 /// Builds the client: pooled HTTP/1.1, no implicit policy.
 pub(crate) fn client(config: &BackendConfig, runtime: Handle) -> HttpClient {
     let mut http = HttpConnector::new_with_resolver(SystemResolver(GaiResolver::new()));
@@ -63,12 +73,26 @@ pub(crate) fn client(config: &BackendConfig, runtime: Handle) -> HttpClient {
     let connector = Connector {
         inner: http,
         resolve: Arc::new(config.resolve.clone()),
+        max_head_bytes: config.max_response_head_bytes,
+        slots: Arc::new(HostSlots {
+            per_host: config.max_connections_per_host.max(1),
+            hosts: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }),
     };
     Client::builder(RuntimeExecutor(runtime))
         .pool_timer(TokioTimer::new())
         .pool_max_idle_per_host(config.max_connections_per_host)
         .pool_idle_timeout(config.idle_timeout)
         .http09_responses(false)
+        // The head limits: hyper fails a head with more fields than it has
+        // room for, exactly; the byte limit is `Wire`'s, which counts to the
+        // byte (hyper's own bound is its read buffer, which a read may
+        // overfill), so the buffer only has to be large enough.
+        .http1_max_buf_size(config.max_response_head_bytes.max(DEFAULT_READ_BUFFER))
+        .http1_max_headers(config.max_response_headers)
+        // RFC 9112 §5.2: a user agent unfolds obs-fold instead of failing;
+        // `unfold` below turns hyper's raw continuation into spaces.
+        .http1_allow_obsolete_multiline_headers_in_responses(true)
         // Host is the one header the contract leaves to the library.
         .set_host(true)
         .build(connector)
@@ -126,10 +150,33 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) struct Connector {
     inner: HttpConnector<SystemResolver>,
     resolve: Arc<HostOverrides>,
+    max_head_bytes: usize,
+    slots: Arc<HostSlots>,
+}
+
+/// The most connections open at once per host:port, the backend's mapping of
+/// `BackendConfig::max_connections_per_host` (curl's
+/// CURLMOPT_MAX_HOST_CONNECTIONS). hyper-util's pool caps only idle
+/// connections, and hands a finished connection back to the pool a moment
+/// after the body ends; without this cap the next exchange could open a
+/// seventh connection in that moment instead of waiting for the sixth.
+struct HostSlots {
+    per_host: usize,
+    hosts: std::sync::Mutex<std::collections::HashMap<(String, u16), Arc<tokio::sync::Semaphore>>>,
+}
+
+impl HostSlots {
+    fn for_host(&self, host: &str, port: u16) -> Arc<tokio::sync::Semaphore> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts
+            .entry((host.to_ascii_lowercase(), port))
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_host)))
+            .clone()
+    }
 }
 
 impl Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Wire>;
     type Error = BoxError;
     type Future =
         Pin<Box<dyn Future<Output = std::result::Result<Self::Response, BoxError>> + Send>>;
@@ -145,14 +192,22 @@ impl Service<Uri> for Connector {
         let port = dst.port_u16().unwrap_or(80);
         let resolution = self.resolve.lookup(&host, port);
         let inner = self.inner.clone();
+        let max_head = self.max_head_bytes;
+        let slots = self.slots.for_host(&host, port);
         Box::pin(async move {
+            // Waits for a connection of this host to close; a pooled one that
+            // comes back meanwhile wins hyper-util's race and serves the request.
+            let slot = slots.acquire_owned().await?;
             let connect = connect(inner, dst, host, port, resolution);
-            match timeout {
+            let tcp = match timeout {
                 Some(t) => tokio::time::timeout(t, connect)
                     .await
                     .map_err(|_| Box::new(ConnectFailure::Timeout(t)) as BoxError)?,
                 None => connect.await,
-            }
+            }?;
+            Ok(TokioIo::new(
+                Wire::new(tcp.into_inner(), max_head).with_slot(slot),
+            ))
         })
     }
 }
@@ -209,23 +264,41 @@ pub(crate) async fn run(client: HttpClient, prepared: Prepared, mut sink: Exchan
         request,
         timeout,
         connect_timeout,
+        read_timeout,
+        resend,
         upload_failure,
     } = prepared;
+    let activity = Activity::new();
     let outcome = {
         let exchange = exchange(
             &client,
             request,
+            resend,
             connect_timeout,
             &upload_failure,
             &mut sink,
             start,
+            &activity,
+            read_timeout.is_some(),
         );
+        let idle = async {
+            match read_timeout {
+                Some(limit) => activity.idle(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let watched = async {
+            tokio::select! {
+                r = exchange => r,
+                () = idle => Err(Error::timeout(TimeoutPhase::Idle)),
+            }
+        };
         let bounded = async move {
             match timeout {
-                Some(t) => tokio::time::timeout(t, exchange)
+                Some(t) => tokio::time::timeout(t, watched)
                     .await
                     .unwrap_or_else(|elapsed| Err(error::total_timeout(elapsed))),
-                None => exchange.await,
+                None => watched.await,
             }
         };
         tokio::select! {
@@ -242,19 +315,103 @@ pub(crate) async fn run(client: HttpClient, prepared: Prepared, mut sink: Exchan
     }
 }
 
+/// The connection metadata the pool attached to a request, once it picked a connection.
+fn conn_meta(capture: &CaptureConnection) -> Option<ConnMeta> {
+    let connected = capture.connection_metadata();
+    let mut ext = handle_api::http::Extensions::new();
+    connected.as_ref()?.get_extras(&mut ext);
+    ext.get::<ConnMeta>().cloned()
+}
+
+/// Sends one request and waits for its head. The exchange's `activity` is
+/// attached to the connection the pool picks as soon as it is picked, so
+/// the idle clock runs from there.
+async fn send(
+    client: &HttpClient,
+    mut request: hyper::Request<WireBody>,
+    connect_timeout: Option<Duration>,
+    activity: &Arc<Activity>,
+    idle: bool,
+) -> (
+    std::result::Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    CaptureConnection,
+    Option<ConnMeta>,
+) {
+    let capture = capture_connection(&mut request);
+    let response = CONNECT_TIMEOUT.scope(connect_timeout, client.request(request));
+    tokio::pin!(response);
+    let mut meta = None;
+    let result = loop {
+        tokio::select! {
+            biased;
+            r = &mut response => break r,
+            // hyper-util sets the metadata before it writes the request.
+            // Only an idle timeout needs the clock started before the head.
+            () = tokio::time::sleep(Duration::from_millis(2)), if idle && meta.is_none() => {
+                meta = conn_meta(&capture);
+                if let Some(m) = &meta {
+                    m.attach(activity);
+                    activity.arm();
+                }
+            }
+        }
+    };
+    if meta.is_none() {
+        meta = conn_meta(&capture);
+        if let Some(m) = &meta {
+            m.attach(activity);
+            activity.arm();
+        }
+    }
+    (result, capture, meta)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     client: &HttpClient,
     request: hyper::Request<WireBody>,
+    resend: Option<Resend>,
     connect_timeout: Option<Duration>,
     upload_failure: &UploadFailure,
     sink: &mut ExchangeSink,
     start: Instant,
+    activity: &Arc<Activity>,
+    idle: bool,
 ) -> Result<()> {
-    let response = CONNECT_TIMEOUT
-        .scope(connect_timeout, client.request(request))
-        .await
-        .map_err(|e| error::request(e, upload_failure.take()))?;
-    let (parts, mut body) = response.into_parts();
+    let (mut result, mut capture, mut meta) =
+        send(client, request, connect_timeout, activity, idle).await;
+    if result.is_err() && meta.as_ref().is_some_and(ConnMeta::stale) {
+        // The keep-alive race: the reused connection died before any byte
+        // of the response. A request handle-api allows to is sent once more,
+        // on another connection; any other fails without being sent again.
+        let Some(resend) = resend else {
+            return Err(error::stale_connection());
+        };
+        (result, capture, meta) =
+            send(client, resend.request(), connect_timeout, activity, idle).await;
+        if result.is_err() && meta.as_ref().is_some_and(ConnMeta::stale) {
+            return Err(error::stale_connection());
+        }
+    }
+    let _ = meta;
+    let response = result.map_err(|e| error::request(e, upload_failure.take()))?;
+    let (mut parts, mut body) = response.into_parts();
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            "a 101 (Switching Protocols) answered a request that asked for no upgrade",
+        ));
+    }
+    if parts.headers.contains_key(TRANSFER_ENCODING) && parts.headers.contains_key(CONTENT_LENGTH) {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3), but a
+        // message with both may be smuggling: its connection is not reused.
+        if let Some(c) = capture.connection_metadata().as_ref() {
+            c.poison();
+        }
+    }
+    drop(capture);
+    let chunked = parts.headers.contains_key(TRANSFER_ENCODING);
+    unfold(&mut parts.headers);
 
     let mut head = ResponseHead::new(parts.status, parts.version, parts.headers);
     // hyper keeps the reason phrase only when it differs from the canonical one.
@@ -277,15 +434,58 @@ async fn exchange(
                 e,
                 sink.expected_len(),
                 sink.received(),
+                chunked,
                 upload_failure.take(),
             )
         })?;
         // Trailers are not part of the contract's body.
         if let Ok(data) = frame.into_data() {
             // Awaiting here is the backpressure: hyper reads no further
-            // until the application has taken enough.
-            sink.data(data).await?;
+            // until the application has taken enough, and the idle clock
+            // stops meanwhile.
+            activity.hold(true);
+            let r = sink.data(data).await;
+            activity.hold(false);
+            r?;
         }
     }
     Ok(())
+}
+
+/// Replaces each obs-fold hyper left in a header value (CRLF or LF and the
+/// white space around it) with one SP, as RFC 9112 §5.2 asks of a user agent.
+fn unfold(headers: &mut HeaderMap) {
+    let folded = headers
+        .values()
+        .any(|v| v.as_bytes().iter().any(|&b| b == b'\n' || b == b'\r'));
+    if !folded {
+        return;
+    }
+    let old = std::mem::take(headers);
+    let mut name = None;
+    for (n, v) in old {
+        if n.is_some() {
+            name = n;
+        }
+        let Some(name) = name.clone() else { continue };
+        let bytes = v.as_bytes();
+        let value = if bytes.iter().any(|&b| b == b'\n' || b == b'\r') {
+            let parts: Vec<&[u8]> = bytes
+                .split(|&b| b == b'\n')
+                .map(trim)
+                .filter(|p| !p.is_empty())
+                .collect();
+            HeaderValue::from_bytes(&parts.join(&b' ')).unwrap_or(v)
+        } else {
+            v
+        };
+        headers.append(name, value);
+    }
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r');
+    let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !ws(c)).map_or(start, |e| e + 1);
+    &b[start..end]
 }

@@ -128,7 +128,27 @@ pub(crate) fn request(
         return Error::new(ErrorKind::Connect, message).with_source(err);
     }
 
+    // `Wire` raises the limit as an io::Error, whose source() skips the
+    // error it wraps: look inside.
+    let too_large = chain(dyn_err).find_map(|e| {
+        e.downcast_ref::<io::Error>()?
+            .get_ref()?
+            .downcast_ref::<crate::conn::HeadTooLarge>()
+    });
+    if let Some(limit) = too_large {
+        return Error::new(ErrorKind::LimitExceeded, limit.to_string()).with_source(err);
+    }
     if let Some(h) = find::<hyper::Error>(dyn_err) {
+        // `is_parse_too_large` exists only with hyper's server feature; its
+        // message is the same check ("message head is too large").
+        if h.is_parse() && h.to_string().contains("too large") {
+            // Past the head limits hyper was built with (BackendConfig's).
+            return Error::new(
+                ErrorKind::LimitExceeded,
+                format!("the response head is over the limit: {message}"),
+            )
+            .with_source(err);
+        }
         if h.is_parse() {
             // A malformed status line or header, or a head past hyper's size limit.
             return Error::new(ErrorKind::Protocol, message).with_source(err);
@@ -158,12 +178,24 @@ pub(crate) fn request(
     Error::new(ErrorKind::Io, message).with_source(err)
 }
 
+/// The request went out on a reused connection that closed before any
+/// response byte, and may not be (or was already) sent again.
+pub(crate) fn stale_connection() -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        "the server closed the reused connection before any response, \
+         and the request may not be sent again",
+    )
+}
+
 /// A failure while the body streamed, after the head was reported.
-/// `expected` and `received` are the sink's Content-Length and byte count.
+/// `expected` and `received` are the sink's Content-Length and byte count;
+/// `chunked` says the body's framing was chunked.
 pub(crate) fn body(
     err: hyper::Error,
     expected: Option<u64>,
     received: u64,
+    chunked: bool,
     upload_failed: Option<io::Error>,
 ) -> Error {
     if let Some(e) = upload_failed {
@@ -179,7 +211,18 @@ pub(crate) fn body(
     let dyn_err: &(dyn StdError + 'static) = &err;
     let message = describe(dyn_err);
     let io_kind = find::<io::Error>(dyn_err).map(io::Error::kind);
-    if err.is_incomplete_message() || io_kind == Some(io::ErrorKind::UnexpectedEof) {
+    let broken = matches!(
+        io_kind,
+        Some(
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+        )
+    );
+    if err.is_incomplete_message()
+        || (broken && chunked)
+        || io_kind == Some(io::ErrorKind::UnexpectedEof)
+    {
         // The connection ended inside a chunked body: the same fault as a
         // short Content-Length body, without a length to quote.
         return Error::truncated(expected, received).with_source(err);

@@ -284,9 +284,16 @@ fn only_the_given_headers_plus_host_and_framing_are_sent() {
 
     let heads = server.heads();
     assert_eq!(heads[0].line, "GET /a?b=c HTTP/1.1");
+    // Accept-Encoding is the manager's (content decoding is handle-api's).
     assert_eq!(
         heads[0].names(),
-        ["accept", "host", "user-agent", "x-custom"]
+        [
+            "accept",
+            "accept-encoding",
+            "host",
+            "user-agent",
+            "x-custom"
+        ]
     );
     assert_eq!(
         heads[0].get("host"),
@@ -297,7 +304,13 @@ fn only_the_given_headers_plus_host_and_framing_are_sent() {
     assert_eq!(heads[1].line, "POST /empty HTTP/1.1");
     assert_eq!(
         heads[1].names(),
-        ["accept", "content-length", "host", "user-agent"]
+        [
+            "accept",
+            "accept-encoding",
+            "content-length",
+            "host",
+            "user-agent"
+        ]
     );
     assert_eq!(heads[1].get("content-length"), Some("0"));
 

@@ -15,8 +15,10 @@ use ureq::{Agent, SendBody};
 use crate::error::UploadError;
 use crate::transport::Watch;
 
-/// Bytes ureq reads from the socket at a time; also bounds the response head.
+/// Bytes ureq reads from the socket at a time.
 const INPUT_BUFFER: usize = 128 * 1024;
+/// The most header fields ureq-proto parses (its MAX_RESPONSE_HEADERS).
+pub(crate) const MAX_FIELDS: usize = 128;
 /// Idle connections kept over all hosts (ureq's default of 10 is too few for 6 per host).
 const MAX_IDLE_TOTAL: usize = 256;
 
@@ -40,8 +42,10 @@ pub(crate) fn agent_config(config: &BackendConfig) -> Config {
         .max_idle_connections_per_host(per_host)
         .max_idle_connections(MAX_IDLE_TOTAL.max(per_host))
         .max_idle_age(config.idle_timeout)
-        .input_buffer_size(INPUT_BUFFER)
-        .max_response_header_size(INPUT_BUFFER / 2)
+        // The head limits are the transport filter's, exact to the byte and
+        // field; ureq's own size check sees the filtered head, never larger.
+        .input_buffer_size(INPUT_BUFFER.max(2 * config.max_response_head_bytes))
+        .max_response_header_size(config.max_response_head_bytes)
         .no_delay(true)
         .build()
 }
@@ -67,16 +71,34 @@ pub(crate) fn check(request: &WireRequest) -> Result<(), Error> {
     }
 }
 
-/// The request ureq runs: method, url, the headers exactly as given, the
-/// framing header, the body as a stream, and the per-request timeouts.
+/// Everything of a request but its body, kept so that a bodyless request
+/// can be sent once more after the keep-alive race.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    method: Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+    timeout: Option<std::time::Duration>,
+    connect_timeout: Option<std::time::Duration>,
+    read_timeout: Option<std::time::Duration>,
+}
+
+impl Outgoing {
+    /// The same request with its total timeout cut to what is left.
+    pub(crate) fn with_time_spent(&self, spent: std::time::Duration) -> Outgoing {
+        let mut o = self.clone();
+        o.timeout = o.timeout.map(|t| t.saturating_sub(spent));
+        o
+    }
+}
+
+/// Splits the exchange into what ureq sends: method, url, the headers
+/// exactly as given plus the framing header, and the body as a stream.
 ///
 /// The framing header is always written here rather than left to ureq, so
 /// that ureq sends exactly that: with Content-Length or Transfer-Encoding
 /// present it neither adds nor changes one.
-pub(crate) fn to_ureq(
-    agent: &Agent,
-    wire: WireRequest,
-) -> Result<http::Request<SendBody<'static>>, Error> {
+pub(crate) fn split(wire: WireRequest) -> Result<(Outgoing, SendBody<'static>), Error> {
     let mut url = wire.url;
     // ureq turns userinfo into its own Authorization header; credentials are
     // handle-api's to send, so they never reach ureq.
@@ -110,20 +132,39 @@ pub(crate) fn to_ureq(
             SendBody::from_owned_reader(body)
         }
     };
-    let mut request = http::Request::new(send_body);
-    *request.method_mut() = wire.method;
-    *request.uri_mut() = uri;
+    let out = Outgoing {
+        method: wire.method,
+        uri,
+        headers,
+        timeout: wire.timeout,
+        connect_timeout: wire.connect_timeout,
+        read_timeout: wire.read_timeout,
+    };
+    Ok((out, send_body))
+}
+
+/// The request ureq runs, with the per-request timeouts.
+pub(crate) fn to_ureq<'a>(
+    agent: &Agent,
+    out: &Outgoing,
+    body: SendBody<'a>,
+) -> http::Request<SendBody<'a>> {
+    let mut request = http::Request::new(body);
+    *request.method_mut() = out.method.clone();
+    *request.uri_mut() = out.uri.clone();
     *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    if wire.timeout.is_none() && wire.connect_timeout.is_none() {
-        return Ok(request);
+    *request.headers_mut() = out.headers.clone();
+    if out.timeout.is_none() && out.connect_timeout.is_none() && out.read_timeout.is_none() {
+        return request;
     }
-    Ok(agent
+    agent
         .configure_request(request)
         // ureq's global timeout runs from the start of the call to the end of the body.
-        .timeout_global(wire.timeout)
-        .timeout_connect(wire.connect_timeout)
-        .build())
+        .timeout_global(out.timeout)
+        .timeout_connect(out.connect_timeout)
+        // Each transport read, restarted by every byte: the idle timeout.
+        .timeout_per_read(out.read_timeout)
+        .build()
 }
 
 fn needs_body(method: &Method) -> bool {

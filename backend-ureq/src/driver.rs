@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use handle_api::{Bytes, Error, ErrorKind, Exchange, ExchangeSink, WireRequest};
-use ureq::Agent;
+use ureq::{Agent, SendBody};
 
 use crate::convert;
 use crate::error::{self, Stage};
@@ -35,6 +35,8 @@ pub(crate) struct Driver {
 
 struct Shared {
     agent: Agent,
+    /// Response-head limits (bytes, fields) for the transport's filter.
+    limits: (usize, usize),
     state: Mutex<State>,
     work: Condvar,
 }
@@ -55,10 +57,11 @@ impl Shared {
 }
 
 impl Driver {
-    pub(crate) fn new(agent: Agent) -> Self {
+    pub(crate) fn new(agent: Agent, limits: (usize, usize)) -> Self {
         Driver {
             shared: Arc::new(Shared {
                 agent,
+                limits,
                 state: Mutex::new(State::default()),
                 work: Condvar::new(),
             }),
@@ -131,12 +134,14 @@ fn worker(shared: Arc<Shared>) {
         };
         // A panic inside ureq must not take the worker down: the sink, dropped
         // while unwinding, fails the load.
-        let _ = catch_unwind(AssertUnwindSafe(|| run(&shared.agent, exchange)));
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            run(&shared.agent, shared.limits, exchange)
+        }));
     }
 }
 
 /// Runs one exchange to its end and reports exactly one outcome.
-fn run(agent: &Agent, exchange: Exchange) {
+fn run(agent: &Agent, limits: (usize, usize), exchange: Exchange) {
     let Exchange {
         request: wire,
         mut sink,
@@ -150,7 +155,7 @@ fn run(agent: &Agent, exchange: Exchange) {
         sink.fail(e);
         return;
     }
-    let watch = Watch::new();
+    let watch = Watch::new(wire.method == handle_api::http::Method::HEAD, limits);
     let on_cancel = watch.clone();
     sink.on_cancel(move || on_cancel.cancel());
     let guard = watch.enter();
@@ -171,13 +176,30 @@ fn transfer(
     sink: &mut ExchangeSink,
     watch: &Watch,
 ) -> Result<(), Error> {
-    let request = convert::to_ureq(agent, wire)?;
-    let mut response = agent
-        .run(request)
-        .map_err(|e| error::from_ureq(e, Stage::Head))?;
+    let may_retry = wire.may_retry_on_stale_connection();
+    let (out, body) = convert::split(wire)?;
+    let mut result = agent.run(convert::to_ureq(agent, &out, body));
+    if result.is_err() && watch.stale() && !watch.is_cancelled() {
+        // The keep-alive race: the reused connection died before any byte
+        // of the response. A request handle-api allows to is sent once more,
+        // on another connection; any other fails without being sent again.
+        if !may_retry {
+            return Err(error::stale_connection());
+        }
+        let out = out.with_time_spent(watch.elapsed());
+        watch.new_attempt();
+        result = agent.run(convert::to_ureq(agent, &out, SendBody::none()));
+        if result.is_err() && watch.stale() && !watch.is_cancelled() {
+            return Err(error::stale_connection());
+        }
+    }
+    let mut response = result.map_err(|e| error::from_ureq(e, Stage::Head))?;
     if watch.is_cancelled() {
         return Err(Error::cancelled());
     }
+    let chunked = response
+        .headers()
+        .contains_key(handle_api::http::header::TRANSFER_ENCODING);
     sink.response(convert::head(&mut response, watch));
     // into_reader() has no size limit (read_to_vec has 10 MB) and, with
     // ureq's decoding features off, yields the body as received.
@@ -192,6 +214,7 @@ fn transfer(
                 let stage = Stage::Body {
                     expected: sink.expected_len(),
                     received: sink.received(),
+                    chunked,
                 };
                 return Err(error::from_io(e, stage));
             }

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 
 use handle_api::{Error, ErrorKind, TimeoutPhase};
 
+use crate::framing::Refusal;
+
 /// Where in the exchange an error surfaced.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Stage {
@@ -24,6 +26,8 @@ pub(crate) enum Stage {
         expected: Option<u64>,
         /// Body bytes reported so far.
         received: u64,
+        /// The body is chunked.
+        chunked: bool,
     },
 }
 
@@ -104,6 +108,38 @@ impl StdError for ResolveError {
     }
 }
 
+/// The connection broke (a reset) while reading: raised by the transport
+/// instead of the plain io::Error, which ureq would take for a clean close.
+#[derive(Debug)]
+pub(crate) struct ConnectionBroken(pub(crate) io::Error);
+
+impl fmt::Display for ConnectionBroken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the connection broke: {}", self.0)
+    }
+}
+
+impl StdError for ConnectionBroken {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// The transport's response filter refused the response (see `framing`).
+#[derive(Debug)]
+pub(crate) struct FilterRefusal(pub(crate) Refusal);
+
+impl fmt::Display for FilterRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Refusal::Limit(m) | Refusal::Protocol(m) => f.write_str(m),
+            Refusal::Truncated => f.write_str("the chunked body ended before its last chunk"),
+        }
+    }
+}
+
+impl StdError for FilterRefusal {}
+
 /// Reading the request body failed (the application's reader, or a stream
 /// shorter or longer than its declared length).
 #[derive(Debug)]
@@ -121,6 +157,16 @@ impl StdError for UploadError {
     }
 }
 
+/// The request went out on a reused connection that closed before any
+/// response byte, and may not be (or was already) sent again.
+pub(crate) fn stale_connection() -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        "the server closed the reused connection before any response, \
+         and the request may not be sent again",
+    )
+}
+
 /// Maps an error ureq returned at `stage`.
 pub(crate) fn from_ureq(e: ureq::Error, stage: Stage) -> Error {
     use ureq::Error as U;
@@ -128,10 +174,11 @@ pub(crate) fn from_ureq(e: ureq::Error, stage: Stage) -> Error {
         U::Timeout(t) => {
             // ureq names the phase whose deadline came first: its connect
             // budget, or the global one (our total timeout).
-            let phase = if t == ureq::Timeout::Connect {
-                TimeoutPhase::Connect
-            } else {
-                TimeoutPhase::Total
+            // PerRead is the request's idle timeout (`timeout_per_read`).
+            let phase = match t {
+                ureq::Timeout::Connect => TimeoutPhase::Connect,
+                ureq::Timeout::PerRead => TimeoutPhase::Idle,
+                _ => TimeoutPhase::Total,
             };
             return Error::timeout(phase).with_source(e);
         }
@@ -169,15 +216,44 @@ pub(crate) fn from_io(e: io::Error, stage: Stage) -> Error {
     if e.get_ref().is_some_and(|i| i.is::<CancelledIo>()) {
         return Error::cancelled();
     }
+    if let Some(FilterRefusal(r)) = e.get_ref().and_then(|i| i.downcast_ref::<FilterRefusal>()) {
+        return match (r, stage) {
+            (Refusal::Limit(m), _) => Error::new(ErrorKind::LimitExceeded, m.clone()),
+            (Refusal::Protocol(m), _) => Error::new(ErrorKind::Protocol, m.clone()),
+            (
+                Refusal::Truncated,
+                Stage::Body {
+                    expected, received, ..
+                },
+            ) => Error::truncated(expected, received),
+            (Refusal::Truncated, Stage::Head) => Error::truncated(None, 0),
+        }
+        .with_source(e);
+    }
+    if e.get_ref().is_some_and(|i| i.is::<ConnectionBroken>()) {
+        return match stage {
+            // A body with framing that broke off is short, as after a close.
+            Stage::Body {
+                expected,
+                received,
+                chunked,
+            } if expected.is_some() || chunked => Error::truncated(expected, received),
+            _ => Error::new(ErrorKind::Io, e.to_string()),
+        }
+        .with_source(e);
+    }
     if e.get_ref().is_some_and(|i| i.is::<UploadError>()) {
         let msg = e.to_string();
         return Error::new(ErrorKind::Io, msg).with_source(e);
     }
     match (e.kind(), stage) {
         // ureq reports a connection closed too early as UnexpectedEof.
-        (io::ErrorKind::UnexpectedEof, Stage::Body { expected, received }) => {
-            Error::truncated(expected, received).with_source(e)
-        }
+        (
+            io::ErrorKind::UnexpectedEof,
+            Stage::Body {
+                expected, received, ..
+            },
+        ) => Error::truncated(expected, received).with_source(e),
         (io::ErrorKind::UnexpectedEof, Stage::Head) => Error::new(
             ErrorKind::Protocol,
             "the connection closed before a complete response head",
@@ -207,6 +283,7 @@ mod tests {
             Stage::Body {
                 expected: None,
                 received: 0,
+                chunked: false,
             },
         );
         assert_eq!(e.timeout_phase(), Some(TimeoutPhase::Total));
@@ -221,6 +298,7 @@ mod tests {
             Stage::Body {
                 expected: Some(10),
                 received: 4,
+                chunked: false,
             },
         );
         assert_eq!(e.kind(), ErrorKind::BodyTruncated);

@@ -35,12 +35,14 @@
 mod convert;
 mod driver;
 mod error;
+mod framing;
 mod transport;
 
 use std::sync::Arc;
 
 use handle_api::{
-    BackendConfig, Capabilities, Capability, Exchange, ResourceHandleManager, Result,
+    BackendConfig, Capabilities, Capability, Error, ErrorKind, Exchange, ResourceHandleManager,
+    Result,
 };
 use ureq::Agent;
 
@@ -61,13 +63,27 @@ impl UreqHandleManager {
     /// Creates the backend for `config`: host overrides, pool size per host
     /// and idle timeout of pooled connections.
     pub fn new(config: &BackendConfig) -> Result<Self> {
+        if config.max_response_headers > convert::MAX_FIELDS {
+            // ureq-proto parses at most this many fields, whatever is configured.
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "ureq parses at most {} header fields; a limit of {} cannot be honoured",
+                    convert::MAX_FIELDS,
+                    config.max_response_headers
+                ),
+            ));
+        }
         let agent = Agent::with_parts(
             convert::agent_config(config),
             WatchedTcpConnector,
             OverrideResolver::new(config.resolve.clone()),
         );
         Ok(UreqHandleManager {
-            driver: Driver::new(agent),
+            driver: Driver::new(
+                agent,
+                (config.max_response_head_bytes, config.max_response_headers),
+            ),
             capabilities: capabilities(),
         })
     }

@@ -28,7 +28,8 @@ use ureq::unversioned::transport::{
 };
 use ureq::Timeout;
 
-use crate::error::{CancelledIo, ConnectError, ResolveError};
+use crate::error::{CancelledIo, ConnectError, ConnectionBroken, FilterRefusal, ResolveError};
+use crate::framing::ResponseFilter;
 
 /// The shortest attempt given to one address when several share a budget.
 const MIN_ATTEMPT: Duration = Duration::from_millis(10);
@@ -55,6 +56,10 @@ pub(crate) struct Watch {
     id: u64,
     start: Instant,
     cancelled: AtomicBool,
+    /// The request is a HEAD: its response has no body.
+    head_method: AtomicBool,
+    /// Response-head limits for the filter of a new connection.
+    limits: (usize, usize),
     state: Mutex<WatchState>,
 }
 
@@ -67,6 +72,10 @@ struct WatchState {
     request_sent: Option<Duration>,
     first_byte: Option<Duration>,
     head: HeadCapture,
+    /// The request went out on a connection that had carried one before.
+    reused: bool,
+    /// Bytes of response read in this attempt.
+    received: u64,
 }
 
 /// The start of the response as read from the socket, kept until the final
@@ -150,15 +159,33 @@ fn status_line(head: &[u8]) -> Option<(u16, String)> {
 }
 
 impl Watch {
-    pub(crate) fn new() -> Arc<Watch> {
+    pub(crate) fn new(head_method: bool, limits: (usize, usize)) -> Arc<Watch> {
         // Ids start at 1: a socket owned by 0 belongs to no exchange.
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Arc::new(Watch {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             start: Instant::now(),
             cancelled: AtomicBool::new(false),
+            head_method: AtomicBool::new(head_method),
+            limits,
             state: Mutex::new(WatchState::default()),
         })
+    }
+
+    /// True when the attempt's request went out on a reused connection and
+    /// not one byte of response came back: the keep-alive race.
+    pub(crate) fn stale(&self) -> bool {
+        let st = lock(&self.state);
+        st.reused && st.received == 0
+    }
+
+    /// Forgets the last attempt's connection and figures, before a retry.
+    pub(crate) fn new_attempt(&self) {
+        let mut st = lock(&self.state);
+        if let Some(socket) = st.socket.take() {
+            socket.release(self.id);
+        }
+        *st = WatchState::default();
     }
 
     /// Makes this the current thread's exchange until the guard is dropped.
@@ -243,6 +270,10 @@ impl Watch {
         lock(&self.state).connect = Some(at);
     }
 
+    fn record_request(&self, reused: bool) {
+        lock(&self.state).reused = reused;
+    }
+
     fn record_write(&self) {
         let at = self.elapsed();
         let mut st = lock(&self.state);
@@ -258,6 +289,7 @@ impl Watch {
             st.first_byte = Some(at);
             st.request_sent = st.last_write;
         }
+        st.received += bytes.len() as u64;
         st.head.push(bytes);
     }
 }
@@ -286,6 +318,8 @@ struct Socket {
     peer: SocketAddr,
     /// Id of the exchange using the connection; 0 while it is idle in the pool.
     owner: Mutex<u64>,
+    /// Requests that went out on the connection.
+    requests: AtomicU64,
 }
 
 impl Socket {
@@ -403,16 +437,23 @@ impl Connector<()> for WatchedTcpConnector {
             stream.set_nodelay(true)?;
         }
         with_current(Watch::record_connect);
+        let limits = with_current(|w| w.limits).unwrap_or((usize::MAX, usize::MAX));
         let config = details.config;
         Ok(Some(WatchedTcp {
             socket: Arc::new(Socket {
                 stream,
                 peer,
                 owner: Mutex::new(0),
+                requests: AtomicU64::new(0),
             }),
             buffers: LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
             read_timeout: None,
             write_timeout: None,
+            filter: ResponseFilter::new(limits.0, limits.1),
+            pending: Vec::new(),
+            staging: Vec::new(),
+            reading: true,
+            deferred: None,
         }))
     }
 }
@@ -479,6 +520,16 @@ pub(crate) struct WatchedTcp {
     buffers: LazyBuffers,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// What ureq gets to see of each response (see `framing`).
+    filter: ResponseFilter,
+    /// Filtered bytes that did not fit ureq's input buffer yet.
+    pending: Vec<u8>,
+    /// Raw bytes as read, before the filter.
+    staging: Vec<u8>,
+    /// The last I/O was a read (so the next write starts a request).
+    reading: bool,
+    /// A refusal held back until ureq has taken what came before it.
+    deferred: Option<crate::framing::Refusal>,
 }
 
 impl fmt::Debug for WatchedTcp {
@@ -529,6 +580,15 @@ impl Transport for WatchedTcp {
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         self.attach()?;
+        if std::mem::replace(&mut self.reading, false) {
+            // The first write after a response starts the next request.
+            let n = self.socket.requests.fetch_add(1, Ordering::SeqCst) + 1;
+            with_current(|w| w.record_request(n > 1));
+            let head = with_current(|w| w.head_method.load(Ordering::SeqCst)).unwrap_or(false);
+            self.filter.request_started(head);
+            self.pending.clear();
+            self.deferred = None;
+        }
         let timeout = timeout.for_write();
         let stream = &self.socket.stream;
         socket_timeout(timeout, &mut self.write_timeout, |t| {
@@ -546,36 +606,81 @@ impl Transport for WatchedTcp {
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
         self.attach()?;
-        let timeout = timeout.for_read();
+        self.reading = true;
+        if self.deliver_pending() {
+            return Ok(true);
+        }
+        if let Some(r) = self.deferred.take() {
+            return Err(ureq::Error::Io(io::Error::other(FilterRefusal(r))));
+        }
+        // The phase's budget runs across reads; the per-read (idle) one
+        // restarts with every byte, even bytes the filter holds back.
         let started = Instant::now();
+        let budget = match timeout.after {
+            UreqDuration::Exact(d) => Some(d),
+            UreqDuration::NotHappening => None,
+        };
+        let per_read = timeout.per_read.and_then(|d| match d {
+            UreqDuration::Exact(d) => Some(d),
+            UreqDuration::NotHappening => None,
+        });
+        let mut last_byte = started;
         loop {
-            let stream = &self.socket.stream;
-            socket_timeout(timeout, &mut self.read_timeout, |t| {
-                stream.set_read_timeout(t)
-            })?;
-            let input = self.buffers.input_append_buf();
-            match (&self.socket.stream).read(input) {
+            let left = budget.map(|b| b.saturating_sub(started.elapsed()));
+            let idle_left = per_read.map(|p| p.saturating_sub(last_byte.elapsed()));
+            let (wait, reason) = match (left, idle_left) {
+                (Some(l), Some(i)) if i < l => (Some(i), Timeout::PerRead),
+                (Some(l), _) => (Some(l), timeout.reason),
+                (None, Some(i)) => (Some(i), Timeout::PerRead),
+                (None, None) => (None, timeout.reason),
+            };
+            if wait.is_some_and(|w| w.is_zero()) {
+                return Err(ureq::Error::Timeout(reason));
+            }
+            if wait != self.read_timeout {
+                self.socket.stream.set_read_timeout(wait)?;
+                self.read_timeout = wait;
+            }
+            let room = self.buffers.input_append_buf().len().max(1);
+            self.staging.resize(room, 0);
+            match (&self.socket.stream).read(&mut self.staging) {
+                Ok(0) => {
+                    self.filter
+                        .eof()
+                        .map_err(|r| ureq::Error::Io(io::Error::other(FilterRefusal(r))))?;
+                    return Ok(false);
+                }
                 Ok(n) => {
-                    self.buffers.input_appended(n);
-                    if n > 0 {
-                        let input = self.buffers.input();
-                        let fresh = &input[input.len().saturating_sub(n)..];
-                        with_current(|w| w.record_read(fresh));
-                    }
-                    return Ok(n > 0);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    // A signal interrupted the read: retry with what is left of the budget.
-                    if let UreqDuration::Exact(d) = timeout.after {
-                        let left = d.saturating_sub(started.elapsed());
-                        if left.is_zero() {
-                            return Err(ureq::Error::Timeout(timeout.reason));
+                    last_byte = Instant::now();
+                    let raw = &self.staging[..n];
+                    with_current(|w| w.record_read(raw));
+                    let mut out = std::mem::take(&mut self.pending);
+                    let fed = self.filter.feed(raw, &mut out);
+                    self.pending = out;
+                    if let Err(r) = fed {
+                        if self.pending.is_empty() {
+                            return Err(ureq::Error::Io(io::Error::other(FilterRefusal(r))));
                         }
-                        self.socket.stream.set_read_timeout(Some(left))?;
-                        self.read_timeout = Some(left);
+                        // What came before the fault (a head, say) is
+                        // delivered first, as the other backends do.
+                        self.deferred = Some(r);
+                    }
+                    if self.deliver_pending() {
+                        return Ok(true);
                     }
                 }
-                Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(timeout.reason)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(reason)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    // ureq takes a reset for the end of a close-delimited
+                    // body; it is a broken connection, not an end.
+                    return Err(ureq::Error::Io(io::Error::other(ConnectionBroken(e))));
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -585,7 +690,28 @@ impl Transport for WatchedTcp {
         // ureq asks before pooling a connection and before reusing it: either
         // way no exchange owns it now, so a late cancel must not touch it.
         self.socket.release_any();
-        probe(&self.socket.stream).unwrap_or(false)
+        self.filter.reusable()
+            && self.pending.is_empty()
+            && probe(&self.socket.stream).unwrap_or(false)
+    }
+}
+
+impl WatchedTcp {
+    /// Hands ureq as much of the filtered bytes as its buffer takes; true
+    /// when something was handed over.
+    fn deliver_pending(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        let buf = self.buffers.input_append_buf();
+        let n = buf.len().min(self.pending.len());
+        if n == 0 {
+            return false;
+        }
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.buffers.input_appended(n);
+        self.pending.drain(..n);
+        true
     }
 }
 

@@ -1,4 +1,8 @@
-//! `rh`: fetch with any backend, print the conformance matrix, serve the test origin.
+//! `rh`: fetch with any backend, print the conformance matrix, serve the test origin,
+//! benchmark the stacks side by side, and compare them on both.
+
+mod bench;
+mod compare;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -35,6 +39,10 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
+    /// Benchmark every backend against the libraries used directly, reqwest, wrk and curl.
+    Bench(bench::BenchArgs),
+    /// Run the conformance matrix and a short benchmark, and write one report.
+    Compare(compare::CompareArgs),
 }
 
 #[derive(Parser)]
@@ -106,6 +114,8 @@ fn main() -> ExitCode {
         Command::Get(args) => get(args),
         Command::Conformance(args) => conformance(args),
         Command::Serve { port } => serve(port),
+        Command::Bench(args) => bench::bench(args),
+        Command::Compare(args) => compare::compare(args),
     };
     match result {
         Ok(code) => code,

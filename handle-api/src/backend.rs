@@ -105,6 +105,12 @@ pub struct WireRequest {
     pub timeout: Option<Duration>,
     /// Timeout for establishing the connection.
     pub connect_timeout: Option<Duration>,
+    /// Idle timeout: once connected, the longest the exchange may go without
+    /// a byte from the server (or, while the request body is sent, without
+    /// sending one). It restarts with every byte, does not run while the
+    /// application holds the body back, and is reported as
+    /// [`TimeoutPhase::Idle`](crate::TimeoutPhase::Idle).
+    pub read_timeout: Option<Duration>,
     /// HTTP version preference.
     pub http_version: HttpVersionPref,
 }
@@ -118,6 +124,20 @@ impl WireRequest {
             .trim_end_matches(']')
             .to_owned();
         (host, self.url.port_or_known_default().unwrap_or(80))
+    }
+
+    /// Whether the backend may send this request once more, on a fresh
+    /// connection, after the reused connection it went out on closed before
+    /// any byte of a response arrived (the keep-alive race of RFC 9112
+    /// §9.3.1). True only for an idempotent method without a body: a POST,
+    /// or any request whose body was already read, is never silently re-sent.
+    /// A backend retries at most once and only in that case.
+    pub fn may_retry_on_stale_connection(&self) -> bool {
+        let idempotent = matches!(
+            self.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        );
+        idempotent && self.framing == BodyFraming::None && self.body.is_empty()
     }
 }
 
@@ -288,7 +308,21 @@ pub struct BackendConfig {
     pub max_connections_per_host: usize,
     /// How long an idle pooled connection is kept.
     pub idle_timeout: Duration,
+    /// The largest response head accepted, in bytes as received: the status
+    /// line, every header line and the blank line that ends the head, line
+    /// ends included. Each head counts on its own (an interim 1xx head and
+    /// the final one). One byte more fails the load with `limit_exceeded`.
+    pub max_response_head_bytes: usize,
+    /// The most header fields a response head may carry (a folded field
+    /// counts once). One more fails the load with `limit_exceeded`.
+    pub max_response_headers: usize,
 }
+
+/// The default of [`BackendConfig::max_response_head_bytes`]: 64 KiB.
+pub const DEFAULT_MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+
+/// The default of [`BackendConfig::max_response_headers`]: 100 fields.
+pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 100;
 
 impl Default for BackendConfig {
     fn default() -> Self {
@@ -296,6 +330,8 @@ impl Default for BackendConfig {
             resolve: HostOverrides::default(),
             max_connections_per_host: 6,
             idle_timeout: Duration::from_secs(90),
+            max_response_head_bytes: DEFAULT_MAX_RESPONSE_HEAD_BYTES,
+            max_response_headers: DEFAULT_MAX_RESPONSE_HEADERS,
         }
     }
 }

@@ -212,7 +212,24 @@ impl Read for UploadBody {
                     }
                     None => buf.len(),
                 };
-                r.read(&mut buf[..want])?
+                let n = r.read(&mut buf[..want])?;
+                if let Some(len) = self.len {
+                    if n > 0 && self.sent + n as u64 == len {
+                        // These bytes complete the declared length: a stream
+                        // that has more must fail before they are handed over,
+                        // or the peer would see a complete request.
+                        let mut probe = [0u8; 1];
+                        if r.read(&mut probe)? != 0 {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!(
+                                    "request body stream yields more than its declared {len} bytes"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                n
             }
         };
         if n == 0 {

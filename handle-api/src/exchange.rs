@@ -168,6 +168,17 @@ impl Shared {
     pub(crate) fn is_cancelled(&self) -> bool {
         self.lock().cancelled
     }
+
+    /// Runs `f` once on cancel, at once if the load already is cancelled.
+    pub(crate) fn on_cancel(&self, f: Callback) {
+        let mut st = self.lock();
+        if st.cancelled {
+            drop(st);
+            f();
+        } else {
+            st.on_cancel.push(f);
+        }
+    }
 }
 
 /// Outcome of [`ExchangeSink::try_data`].
@@ -248,13 +259,7 @@ impl ExchangeSink {
     /// Runs `f` once when the load is cancelled (at once if it already was).
     /// Backends use it to abort a transfer that is waiting on the network.
     pub fn on_cancel(&self, f: impl FnOnce() + Send + 'static) {
-        let mut st = self.shared.lock();
-        if st.cancelled {
-            drop(st);
-            f();
-        } else {
-            st.on_cancel.push(Box::new(f));
-        }
+        self.shared.on_cancel(Box::new(f));
     }
 
     /// Body bytes reported so far.
@@ -344,6 +349,11 @@ impl Drop for ExchangeSink {
                 )
                 .with_url(&self.url),
             ));
+        }
+        // However the exchange ended (finish and fail consume the sink, so
+        // they end here too), its scheduler slot is free now.
+        if let Some(on_end) = self.on_end.take() {
+            on_end();
         }
     }
 }

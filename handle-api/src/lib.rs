@@ -31,7 +31,8 @@ mod trace;
 
 pub use backend::{
     BackendConfig, BackendFactory, BodyFraming, Capabilities, Capability, Exchange, HostOverrides,
-    Resolution, ResourceHandleManager, WireRequest,
+    Resolution, ResourceHandleManager, WireRequest, DEFAULT_MAX_RESPONSE_HEADERS,
+    DEFAULT_MAX_RESPONSE_HEAD_BYTES,
 };
 pub use block_on::block_on;
 pub use body::{RequestBody, UploadBody};

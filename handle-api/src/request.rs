@@ -94,6 +94,7 @@ pub struct ResourceRequest {
     pub(crate) body: RequestBody,
     pub(crate) timeout: Option<Duration>,
     pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) read_timeout: Option<Duration>,
     pub(crate) cache_policy: CachePolicy,
     pub(crate) allow_cookies: bool,
     pub(crate) target_type: TargetType,
@@ -155,6 +156,10 @@ impl ResourceRequest {
     /// The timeout for establishing a connection.
     pub fn connect_timeout(&self) -> Option<Duration> {
         self.connect_timeout
+    }
+    /// The idle timeout: the longest the load may go without a byte from the server.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
     }
     /// The cache policy.
     pub fn cache_policy(&self) -> CachePolicy {
@@ -281,6 +286,7 @@ impl RequestBuilder {
             body: RequestBody::Empty,
             timeout: None,
             connect_timeout: None,
+            read_timeout: None,
             cache_policy: CachePolicy::default(),
             allow_cookies: true,
             target_type: TargetType::default(),
@@ -356,6 +362,22 @@ impl RequestBuilder {
     pub fn connect_timeout(self, timeout: Duration) -> Self {
         self.with(move |r| {
             r.connect_timeout = Some(timeout);
+            Ok(())
+        })
+    }
+
+    /// Sets the idle timeout: once connected, the longest the load may go
+    /// without receiving a byte (or, while the body is uploaded, without
+    /// sending one) before it fails with a timeout in
+    /// [`TimeoutPhase::Idle`](crate::TimeoutPhase::Idle). Unlike
+    /// [`timeout`](Self::timeout) it restarts with every byte, so a slow
+    /// transfer that keeps moving is never cut; unlike
+    /// [`connect_timeout`](Self::connect_timeout) it does not cover
+    /// establishing the connection. It does not run while the application
+    /// holds the body back (backpressure is not the server's fault).
+    pub fn read_timeout(self, timeout: Duration) -> Self {
+        self.with(move |r| {
+            r.read_timeout = Some(timeout);
             Ok(())
         })
     }

@@ -44,6 +44,17 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(cancel::cases());
     all.extend(timeout::cases());
     all.extend(errors::cases());
+    all.extend(scheduling::cases());
+    all.extend(redirect::cases());
+    all.extend(events::cases());
+    all.extend(schemes::cases());
+    all.extend(decoding::cases());
+    all.extend(metadata::cases());
+    all.extend(faults_framing::cases());
+    all.extend(faults_head::cases());
+    all.extend(faults::cases());
+    all.extend(limits::cases());
+    all.extend(bad_input::cases());
     all
 }
 
@@ -86,11 +97,22 @@ macro_rules! ensure_eq {
 }
 
 // The case modules come after the macros they use.
+mod bad_input;
 mod cancel;
 mod connection;
+mod decoding;
 mod errors;
+mod events;
+mod faults;
+mod faults_framing;
+mod faults_head;
+mod limits;
+mod metadata;
+mod redirect;
 mod request;
 mod response;
+mod scheduling;
+mod schemes;
 mod streaming;
 mod timeout;
 
@@ -99,6 +121,8 @@ mod timeout;
 pub const ORIGIN_HOST: &str = "origin.test";
 /// Host name of raw servers.
 pub const RAW_HOST: &str = "raw.test";
+/// Host name of the second origin (cross-origin cases).
+pub const OTHER_HOST: &str = "other.test";
 
 /// The environment of one case run on one backend.
 pub struct Ctx {
@@ -108,6 +132,7 @@ pub struct Ctx {
     raws: Vec<RawServer>,
     ports: Vec<u16>,
     manager: Option<NetworkAccessManager>,
+    other: Option<Origin>,
 }
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -146,6 +171,7 @@ impl Ctx {
             raws: Vec::new(),
             ports: Vec::new(),
             manager: None,
+            other: None,
         }
     }
 
@@ -214,6 +240,37 @@ impl Ctx {
             .map_err(|e| format!("manager for {} did not start: {e}", self.backend))?;
         self.manager = Some(m.clone());
         Ok(m)
+    }
+
+    /// A second origin, started on first use and mapped as `other.test`: a
+    /// different origin from `origin.test` for cross-origin cases.
+    pub fn other_origin(&mut self) -> Result<&Origin, String> {
+        if self.other.is_none() {
+            let o = Origin::start().map_err(|e| format!("second origin did not start: {e}"))?;
+            self.map(OTHER_HOST, o.port());
+            self.other = Some(o);
+        }
+        Ok(self.other.as_ref().expect("started above"))
+    }
+
+    /// A url on the second origin, e.g. `other_url("/echo")`.
+    pub fn other_url(&mut self, path: &str) -> Result<String, String> {
+        let port = self.other_origin()?.port();
+        Ok(format!("http://{OTHER_HOST}:{port}{path}"))
+    }
+
+    /// A manager for this backend configured by `configure`, with every
+    /// server started so far mapped. It is not cached: start the servers first.
+    pub fn manager_with(
+        &mut self,
+        configure: impl FnOnce(
+            resource_handle::ManagerBuilder,
+        ) -> resource_handle::Result<resource_handle::ManagerBuilder>,
+    ) -> Result<NetworkAccessManager, String> {
+        let builder = NetworkAccessManager::builder().host_overrides(self.overrides.clone());
+        configure(builder)
+            .and_then(|b| b.build(self.backend))
+            .map_err(|e| format!("manager for {} did not start: {e}", self.backend))
     }
 
     /// Starts `req` and returns its handle.

@@ -8,5 +8,7 @@ mod origin;
 mod raw;
 
 pub use listener::Stats;
-pub use origin::{body_pattern, Origin, RecordedRequest};
-pub use raw::{RawServer, Step};
+pub use origin::{
+    body_pattern, encode, encoded_body, max_overlap, Origin, RecordedRequest, BOMB_DECODED_BYTES,
+};
+pub use raw::{RawRequest, RawServer, Step};

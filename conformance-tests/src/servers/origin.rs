@@ -1,5 +1,7 @@
 //! The origin server: echo of the received request, status codes, byte and
-//! chunked bodies, delays, drips, gated streams and HTTP/1.0 bodies.
+//! chunked bodies, delays, drips, gated streams, HTTP/1.0 bodies, redirects,
+//! chosen response headers and compressed bodies. Besides every request, it
+//! records how many were in progress at once ([`Origin::request_intervals`]).
 //!
 //! Routes (query parameters in brackets):
 //! - `/echo` any method: a JSON description of the request received.
@@ -11,12 +13,34 @@
 //! - `/gated/ID`: sends a first chunk, then waits for [`Origin::open_gate`] before the rest.
 //! - `/http10/N`: an HTTP/1.0 response of N bytes delimited by closing the connection.
 //! - `/sink`: reads the body, answers with its length.
+//! - `/slow/MS [len=N]`: answers after MS milliseconds with N bytes of [`body_pattern`]
+//!   (default `slow\n`); with it, [`Origin::max_requests_in_progress`] shows how many
+//!   requests the client had outstanding at once.
+//! - `/redirect/N`: N redirect hops (302 to `/redirect/N-1`), then the `/echo` answer.
+//! - `/redirect-to [url=URL] [status=S]`: status S (default 302) with `Location: URL`
+//!   (the percent-decoded `url` parameter, sent as given, even when it does not parse).
+//! - `/loop`: a 302 to itself.
+//! - `/no-location [status=S]`: status S (default 302) without a Location.
+//! - `/headers [NAME=VALUE…]`: a 200 that carries each given header, in order.
+//! - `/encoded/CODINGS/N`: N bytes of [`body_pattern`] compressed with each of the
+//!   comma-separated CODINGS in turn (`gzip`, `deflate` (zlib), `deflate-raw` (raw
+//!   deflate, labelled `deflate`), `br`, `zstd`), with Content-Encoding and the
+//!   compressed Content-Length; see [`encoded_body`].
+//! - `/encoded/gzip-chunked/N`: the gzip body of N bytes, sent chunked.
+//! - `/encoded/gzip-empty`: `Content-Encoding: gzip` on an empty body.
+//! - `/encoded/corrupt-gzip`: a gzip header followed by an invalid deflate stream.
+//! - `/encoded/truncated-gzip`: the first half of the gzip body of 100 000 bytes,
+//!   with a Content-Length that matches the half (the HTTP body is complete).
+//! - `/encoded/bomb`: 64 MiB of zeros, gzipped (about 64 KiB on the wire).
+//!
+//! Query values are percent-decoded (`+` is a space).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -87,9 +111,47 @@ struct Gates {
     cond: Condvar,
 }
 
+/// Requests received and not yet answered: from the end of the request body
+/// until the response head starts to be written. Ending the count before the
+/// first response byte means a client that reacts to the answer at once can
+/// never be seen overlapping with it.
+#[derive(Default)]
+struct InProgress {
+    now: AtomicUsize,
+    max: AtomicUsize,
+    intervals: Mutex<Vec<(Instant, Instant)>>,
+}
+
+/// Ends one request's in-progress interval when dropped.
+struct InProgressGuard {
+    state: Arc<State>,
+    since: Instant,
+}
+
+impl InProgressGuard {
+    fn new(state: &Arc<State>) -> Self {
+        let g = &state.in_progress;
+        let now = g.now.fetch_add(1, Ordering::SeqCst) + 1;
+        g.max.fetch_max(now, Ordering::SeqCst);
+        InProgressGuard {
+            state: state.clone(),
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for InProgressGuard {
+    fn drop(&mut self) {
+        let g = &self.state.in_progress;
+        lock(&g.intervals).push((self.since, Instant::now()));
+        g.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 struct State {
     requests: Mutex<Vec<RecordedRequest>>,
     gates: Gates,
+    in_progress: InProgress,
 }
 
 /// A running origin server.
@@ -109,6 +171,7 @@ impl Origin {
         let state = Arc::new(State {
             requests: Mutex::new(Vec::new()),
             gates: Gates::default(),
+            in_progress: InProgress::default(),
         });
         let st = state.clone();
         let listener = Listener::start_on("origin", port, move |conn, index| {
@@ -140,6 +203,25 @@ impl Origin {
     /// The last request received.
     pub fn last_request(&self) -> Option<RecordedRequest> {
         lock(&self.state.requests).last().cloned()
+    }
+
+    /// Requests received and not yet answered, now.
+    pub fn requests_in_progress(&self) -> usize {
+        self.state.in_progress.now.load(Ordering::SeqCst)
+    }
+
+    /// The most requests received and not yet answered at once (use
+    /// `/slow/MS` to hold requests long enough for this to show the
+    /// client's concurrency).
+    pub fn max_requests_in_progress(&self) -> usize {
+        self.state.in_progress.max.load(Ordering::SeqCst)
+    }
+
+    /// When each request answered so far was in progress: from the end of
+    /// its body to the start of its response. [`max_overlap`] of the
+    /// intervals of several origins gives their combined concurrency.
+    pub fn request_intervals(&self) -> Vec<(Instant, Instant)> {
+        lock(&self.state.in_progress.intervals).clone()
     }
 
     /// Lets `/gated/ID` send the rest of its body.
@@ -283,7 +365,7 @@ fn read_body(
     }
 }
 
-fn serve(conn: TcpStream, index: usize, state: &State) -> io::Result<()> {
+fn serve(conn: TcpStream, index: usize, state: &Arc<State>) -> io::Result<()> {
     let local_port = conn.local_addr()?.port();
     let mut reader = BufReader::with_capacity(64 * 1024, conn.try_clone()?);
     let mut out = conn;
@@ -291,10 +373,11 @@ fn serve(conn: TcpStream, index: usize, state: &State) -> io::Result<()> {
         let Some(head) = read_head(&mut reader)? else {
             return Ok(());
         };
-        let (path, query) = match head.target.split_once('?') {
+        let (path, pairs) = match head.target.split_once('?') {
             Some((p, q)) => (p.to_owned(), parse_query(q)),
-            None => (head.target.clone(), HashMap::new()),
+            None => (head.target.clone(), Vec::new()),
         };
+        let query: HashMap<String, String> = pairs.iter().cloned().collect();
         let mut hasher = Sha256::new();
         let mut body_len = 0u64;
         let mut body_text = Vec::new();
@@ -319,6 +402,7 @@ fn serve(conn: TcpStream, index: usize, state: &State) -> io::Result<()> {
             connection: index,
         };
         lock(&state.requests).push(record.clone());
+        let in_progress = InProgressGuard::new(state);
         let keep_alive = head.version_minor == 1
             && !head
                 .header("connection")
@@ -327,19 +411,36 @@ fn serve(conn: TcpStream, index: usize, state: &State) -> io::Result<()> {
         let resp = Responder {
             out: &mut out,
             is_head,
+            in_progress: Some(in_progress),
         };
-        let keep = route(resp, &path, &query, &record, state, local_port)?;
+        let req = Req {
+            path: &path,
+            query: &query,
+            pairs: &pairs,
+            record: &record,
+        };
+        let keep = route(resp, &req, state, local_port)?;
         if !(keep && keep_alive) {
             return Ok(());
         }
     }
 }
 
-fn parse_query(q: &str) -> HashMap<String, String> {
-    q.split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+/// The query's name-value pairs, percent-decoded, in order.
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(q.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
+}
+
+/// One request as the router sees it.
+struct Req<'a> {
+    path: &'a str,
+    /// The query, last value of a repeated name winning.
+    query: &'a HashMap<String, String>,
+    /// The query in order, repeated names kept.
+    pairs: &'a [(String, String)],
+    record: &'a RecordedRequest,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -349,10 +450,13 @@ fn hex(b: &[u8]) -> String {
 struct Responder<'a> {
     out: &'a mut TcpStream,
     is_head: bool,
+    /// Ended as the response starts (or when the responder goes).
+    in_progress: Option<InProgressGuard>,
 }
 
 impl Responder<'_> {
     fn head(&mut self, status: u16, reason: &str, headers: &[(&str, String)]) -> io::Result<()> {
+        self.in_progress = None;
         let mut h = format!("HTTP/1.1 {status} {reason}\r\n");
         for (n, v) in headers {
             h.push_str(&format!("{n}: {v}\r\n"));
@@ -416,14 +520,8 @@ fn reason_for(code: u16) -> &'static str {
 }
 
 /// Answers one request; returns whether the connection may be kept.
-fn route(
-    mut r: Responder<'_>,
-    path: &str,
-    query: &HashMap<String, String>,
-    req: &RecordedRequest,
-    state: &State,
-    local_port: u16,
-) -> io::Result<bool> {
+fn route(mut r: Responder<'_>, q: &Req<'_>, state: &State, local_port: u16) -> io::Result<bool> {
+    let (path, query, req) = (q.path, q.query, q.record);
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
         ["echo"] | ["echo", ..] => {
@@ -542,6 +640,7 @@ fn route(
         }
         ["http10", n] => {
             let n: u64 = n.parse().unwrap_or(0);
+            r.in_progress = None;
             r.out
                 .write_all(b"HTTP/1.0 200 OK\r\ncontent-type: application/octet-stream\r\n\r\n")?;
             pattern_slices(n, |s| r.out.write_all(s))?;
@@ -553,8 +652,221 @@ fn route(
             "application/json",
             format!("{{\"len\":{}}}", req.body_len).as_bytes(),
         ),
+        ["slow", ms] => {
+            std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+            match query.get("len").and_then(|v| v.parse::<usize>().ok()) {
+                Some(n) => r.full(200, "OK", "application/octet-stream", &body_pattern(n)),
+                None => r.full(200, "OK", "text/plain", b"slow\n"),
+            }
+        }
+        ["redirect", n] => match n.parse::<u32>() {
+            Ok(0) => {
+                let body =
+                    serde_json::to_vec(&echo_json(req, local_port)).map_err(io::Error::other)?;
+                r.full(200, "OK", "application/json", &body)
+            }
+            Ok(n) => redirect(&mut r, 302, &format!("/redirect/{}", n - 1)),
+            Err(_) => r.full(400, "Bad Request", "text/plain", b"bad hop count\n"),
+        },
+        ["redirect-to"] => {
+            let status = status_param(query, 302);
+            let location = query.get("url").map(String::as_str).unwrap_or("/echo");
+            redirect(&mut r, status, location)
+        }
+        ["loop"] => redirect(&mut r, 302, "/loop"),
+        ["no-location"] => {
+            let status = status_param(query, 302);
+            r.full(status, reason_for(status), "text/plain", b"no location\n")
+        }
+        ["headers"] => {
+            let body = b"headers\n";
+            let mut headers: Vec<(&str, String)> = q
+                .pairs
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.clone()))
+                .collect();
+            headers.push(("content-length", body.len().to_string()));
+            r.head(200, "OK", &headers)?;
+            if !r.is_head {
+                r.out.write_all(body)?;
+            }
+            Ok(true)
+        }
+        ["encoded", "gzip-chunked", n] => {
+            let n: usize = n.parse().unwrap_or(0);
+            let body = encoded_body("gzip", n)?;
+            r.head(
+                200,
+                "OK",
+                &[
+                    ("content-type", "application/octet-stream".into()),
+                    ("content-encoding", "gzip".into()),
+                    ("transfer-encoding", "chunked".into()),
+                ],
+            )?;
+            if !r.is_head {
+                for c in body.chunks(1000) {
+                    r.chunk(c)?;
+                }
+                r.end_chunks()?;
+            }
+            Ok(true)
+        }
+        ["encoded", "gzip-empty"] => encoded(&mut r, "gzip", &[]),
+        ["encoded", "corrupt-gzip"] => {
+            // A valid gzip header, then a deflate block of the reserved type 3:
+            // every decoder must reject it at once.
+            let mut body = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+            body.extend_from_slice(&[0xff; 64]);
+            encoded(&mut r, "gzip", &body)
+        }
+        ["encoded", "truncated-gzip"] => {
+            let mut body = encoded_body("gzip", 100_000)?;
+            body.truncate(body.len() / 2);
+            encoded(&mut r, "gzip", &body)
+        }
+        ["encoded", "bomb"] => encoded(&mut r, "gzip", &BOMB),
+        ["encoded", codings, n] => {
+            let n: usize = n.parse().unwrap_or(0);
+            match encoded_body(codings, n) {
+                Ok(body) => {
+                    let label = codings
+                        .split(',')
+                        .map(|c| if c == "deflate-raw" { "deflate" } else { c })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    encoded(&mut r, &label, &body)
+                }
+                Err(_) => r.full(400, "Bad Request", "text/plain", b"unknown coding\n"),
+            }
+        }
         _ => r.full(404, "Not Found", "text/plain", b"no such route\n"),
     }
+}
+
+/// The `status` query parameter, or `default`.
+fn status_param(query: &HashMap<String, String>, default: u16) -> u16 {
+    query
+        .get("status")
+        .and_then(|s| s.parse().ok())
+        .filter(|s| (200..600).contains(s))
+        .unwrap_or(default)
+}
+
+/// A redirect response with a short body.
+fn redirect(r: &mut Responder<'_>, status: u16, location: &str) -> io::Result<bool> {
+    let body = b"redirecting\n";
+    r.head(
+        status,
+        reason_for(status),
+        &[
+            ("location", location.to_owned()),
+            ("content-type", "text/plain".into()),
+            ("content-length", body.len().to_string()),
+        ],
+    )?;
+    if !r.is_head {
+        r.out.write_all(body)?;
+    }
+    Ok(true)
+}
+
+/// A 200 carrying an already encoded body.
+fn encoded(r: &mut Responder<'_>, coding: &str, body: &[u8]) -> io::Result<bool> {
+    r.head(
+        200,
+        "OK",
+        &[
+            ("content-type", "application/octet-stream".into()),
+            ("content-encoding", coding.to_owned()),
+            ("content-length", body.len().to_string()),
+        ],
+    )?;
+    if !r.is_head {
+        r.out.write_all(body)?;
+    }
+    Ok(true)
+}
+
+/// 64 MiB of zeros, gzipped once per process.
+static BOMB: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let zeros = vec![0u8; 1 << 20];
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for _ in 0..64 {
+        // Writing to a Vec cannot fail.
+        let _ = enc.write_all(&zeros);
+    }
+    enc.finish().unwrap_or_default()
+});
+
+/// The decoded size of `/encoded/bomb`.
+pub const BOMB_DECODED_BYTES: u64 = 64 << 20;
+
+/// `data` compressed with one content coding: `gzip`, `deflate` (zlib, as
+/// HTTP defines it), `deflate-raw` (raw deflate, which servers also label
+/// `deflate`), `br` or `zstd`.
+pub fn encode(coding: &str, data: &[u8]) -> io::Result<Vec<u8>> {
+    use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
+    use flate2::Compression;
+    match coding {
+        "gzip" => {
+            let mut e = GzEncoder::new(Vec::new(), Compression::default());
+            e.write_all(data)?;
+            e.finish()
+        }
+        "deflate" => {
+            let mut e = ZlibEncoder::new(Vec::new(), Compression::default());
+            e.write_all(data)?;
+            e.finish()
+        }
+        "deflate-raw" => {
+            let mut e = DeflateEncoder::new(Vec::new(), Compression::default());
+            e.write_all(data)?;
+            e.finish()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                w.write_all(data)?;
+                w.flush()?;
+            }
+            Ok(out)
+        }
+        "zstd" => zstd::stream::encode_all(data, 3),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unknown content coding {other:?}"),
+        )),
+    }
+}
+
+/// The body `/encoded/CODINGS/N` sends: `n` bytes of [`body_pattern`] compressed
+/// with each comma-separated coding in turn (so `gzip,br` is gzip, then brotli,
+/// as `Content-Encoding: gzip, br` says).
+pub fn encoded_body(codings: &str, n: usize) -> io::Result<Vec<u8>> {
+    let mut body = body_pattern(n);
+    for coding in codings.split(',') {
+        body = encode(coding.trim(), &body)?;
+    }
+    Ok(body)
+}
+
+/// The most intervals that overlap at one instant (intervals are half-open,
+/// so one that ends as another starts does not overlap it).
+pub fn max_overlap(intervals: &[(Instant, Instant)]) -> usize {
+    let mut edges: Vec<(Instant, i32)> = intervals
+        .iter()
+        .flat_map(|(a, b)| [(*a, 1), (*b, -1)])
+        .collect();
+    // Ends sort before starts at the same instant.
+    edges.sort();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    max.max(0) as usize
 }
 
 /// The echo body: everything a case may assert about the request, with the

@@ -162,6 +162,9 @@ pub(crate) struct Decoder {
     decoded: u64,
     input_ended: bool,
     failed: Option<Error>,
+    /// A limit error held back for one call, so the bytes up to the limit
+    /// are delivered first: the same count whatever the input's chunking.
+    deferred: Option<Error>,
     scratch: Vec<u8>,
 }
 
@@ -234,6 +237,7 @@ impl Decoder {
             decoded: 0,
             input_ended: false,
             failed: None,
+            deferred: None,
             scratch: vec![0; OUTPUT_CHUNK],
         }
     }
@@ -271,6 +275,10 @@ impl Decoder {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        if let Some(e) = self.deferred.take() {
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
         let last = self.stages.len() - 1;
         let mut out = std::mem::take(&mut self.scratch);
         let result = self.produce(last, &mut out);
@@ -300,6 +308,7 @@ impl Decoder {
     /// `i` is waiting for input (or, at the end of the body, has ended).
     fn produce(&mut self, i: usize, out: &mut [u8]) -> Result<usize, Error> {
         let mut written = 0;
+        let is_last = i + 1 == self.stages.len();
         while written < out.len() && !self.stages[i].ended {
             if i > 0 {
                 self.refill(i - 1)?;
@@ -332,14 +341,21 @@ impl Decoder {
             stage.consumed_any |= consumed > 0;
             stage.produced += produced as u64;
             if stage.produced > self.limit {
-                return Err(Error::new(
+                let err = Error::new(
                     ErrorKind::LimitExceeded,
                     format!(
                         "the decoded body passed the limit of {} bytes (Content-Encoding {})",
                         self.limit,
                         stage.coding.name()
                     ),
-                ));
+                );
+                // The last stage hands out exactly `limit` bytes before failing.
+                let keep = produced - (stage.produced - self.limit) as usize;
+                if is_last && written + keep > 0 {
+                    self.deferred = Some(err);
+                    return Ok(written + keep);
+                }
+                return Err(err);
             }
             written += produced;
             if consumed == 0 && produced == 0 {

@@ -77,6 +77,7 @@ pub(crate) struct Plan {
     pub(crate) body: ReplayBody,
     pub(crate) timeout: Option<Duration>,
     pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) read_timeout: Option<Duration>,
     pub(crate) http_version: HttpVersionPref,
     pub(crate) priority: Priority,
     pub(crate) decode: bool,
@@ -359,6 +360,7 @@ fn wire_request(plan: &Plan, url: Url, mut body: UploadBody, sink: &ExchangeSink
         framing,
         timeout: plan.timeout,
         connect_timeout: plan.connect_timeout,
+        read_timeout: plan.read_timeout,
         http_version: plan.http_version,
     }
 }

@@ -76,6 +76,7 @@ pub(crate) struct Inner {
     user_agent: HeaderValue,
     timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
     redirect: RedirectRules,
     max_decoded: u64,
 }
@@ -87,6 +88,7 @@ pub struct ManagerBuilder {
     user_agent: HeaderValue,
     timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
     max_total: usize,
     redirect: RedirectRules,
     max_decoded: u64,
@@ -109,6 +111,7 @@ impl Default for ManagerBuilder {
             user_agent: HeaderValue::from_static(DEFAULT_USER_AGENT),
             timeout: None,
             connect_timeout: None,
+            read_timeout: None,
             max_total: DEFAULT_MAX_LOADS_TOTAL,
             redirect: RedirectRules {
                 policy: RedirectPolicy::Follow,
@@ -159,6 +162,34 @@ impl ManagerBuilder {
     /// The default connect timeout for requests that set none.
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.connect_timeout = Some(t);
+        self
+    }
+
+    /// The default idle timeout for requests that set none: once connected,
+    /// the longest a load may go without a byte from the server before it
+    /// fails with a timeout in [`TimeoutPhase::Idle`](crate::TimeoutPhase::Idle).
+    /// See [`RequestBuilder::read_timeout`](crate::RequestBuilder::read_timeout).
+    pub fn read_timeout(mut self, t: Duration) -> Self {
+        self.read_timeout = Some(t);
+        self
+    }
+
+    /// The largest response head accepted, in bytes as received (status
+    /// line, header lines and the blank line, line ends included); default
+    /// [`DEFAULT_MAX_RESPONSE_HEAD_BYTES`](crate::DEFAULT_MAX_RESPONSE_HEAD_BYTES).
+    /// Every backend enforces it exactly: a head of `n` bytes loads, one of
+    /// `n + 1` fails with `limit_exceeded`. A backend whose library cannot
+    /// honour the value refuses to start with `unsupported`.
+    pub fn max_response_head_bytes(mut self, n: usize) -> Self {
+        self.backend.max_response_head_bytes = n;
+        self
+    }
+
+    /// The most header fields a response head may carry; default
+    /// [`DEFAULT_MAX_RESPONSE_HEADERS`](crate::DEFAULT_MAX_RESPONSE_HEADERS).
+    /// One more fails the load with `limit_exceeded`, on every backend.
+    pub fn max_response_headers(mut self, n: usize) -> Self {
+        self.backend.max_response_headers = n;
         self
     }
 
@@ -246,6 +277,7 @@ impl ManagerBuilder {
                 user_agent: self.user_agent,
                 timeout: self.timeout,
                 connect_timeout: self.connect_timeout,
+                read_timeout: self.read_timeout,
                 redirect: self.redirect,
                 max_decoded: self.max_decoded,
             }),
@@ -301,6 +333,7 @@ impl NetworkAccessManager {
             body,
             timeout: request.timeout.or(inner.timeout),
             connect_timeout: request.connect_timeout.or(inner.connect_timeout),
+            read_timeout: request.read_timeout.or(inner.read_timeout),
             http_version: request.http_version,
             priority: request.priority,
             decode: request.decode_content,

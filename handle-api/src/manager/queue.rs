@@ -34,16 +34,17 @@ impl HostKey {
     }
 }
 
-struct Queued {
-    key: HostKey,
-    exchange: Exchange,
-}
+/// Queue order: highest priority first, then arrival.
+type Id = (Reverse<Priority>, u64);
 
 #[derive(Default)]
 struct State {
     in_flight: HashMap<HostKey, usize>,
     total: usize,
-    queue: BTreeMap<(Reverse<Priority>, u64), Queued>,
+    /// One queue per host, so giving a slot back costs the number of hosts
+    /// waiting, not the number of loads waiting.
+    queues: HashMap<HostKey, BTreeMap<Id, Exchange>>,
+    queued: usize,
     next_seq: u64,
 }
 
@@ -108,19 +109,44 @@ impl Scheduler {
         let seq = st.next_seq;
         st.next_seq += 1;
         let id = (Reverse(priority), seq);
+        st.queues.entry(key.clone()).or_default().insert(id, exchange);
+        st.queued += 1;
+        drop(st);
         let me = self.me.clone();
-        // Registered before queueing so a cancel can never miss the entry; it
-        // runs at once if the load is already cancelled.
-        exchange.sink.on_cancel(move || {
+        let cancel_key = key.clone();
+        // Runs at once if the load was cancelled meanwhile.
+        self.on_cancel_queued(&key, id, move || {
             if let Some(s) = me.upgrade() {
-                s.remove(id);
+                s.remove(&cancel_key, id);
             }
         });
-        st.queue.insert(id, Queued { key, exchange });
     }
 
-    fn remove(&self, id: (Reverse<Priority>, u64)) {
-        let removed = self.lock().queue.remove(&id);
+    /// Registers `f` on the cancel of the queued exchange `id`, if it is still queued.
+    fn on_cancel_queued(&self, key: &HostKey, id: Id, f: impl FnOnce() + Send + 'static) {
+        let st = self.lock();
+        let Some(ex) = st.queues.get(key).and_then(|q| q.get(&id)) else {
+            return;
+        };
+        // The sink's own lock is taken inside; the callback (which takes
+        // ours) runs only on cancel, from the canceller's thread.
+        let shared = ex.sink.shared().clone();
+        drop(st);
+        shared.on_cancel(Box::new(f));
+    }
+
+    fn remove(&self, key: &HostKey, id: Id) {
+        let removed = {
+            let mut st = self.lock();
+            let removed = st.queues.get_mut(key).and_then(|q| q.remove(&id));
+            if removed.is_some() {
+                st.queued -= 1;
+            }
+            if st.queues.get(key).is_some_and(BTreeMap::is_empty) {
+                st.queues.remove(key);
+            }
+            removed
+        };
         // Dropped outside the lock: ending the sink takes other locks.
         drop(removed);
     }
@@ -137,31 +163,27 @@ impl Scheduler {
                     st.in_flight.remove(key);
                 }
             }
-            // Highest priority first, then arrival; skip hosts that are full.
-            let mut picked = Vec::new();
-            let mut budget_host: HashMap<HostKey, usize> = HashMap::new();
-            let mut total = st.total;
-            for (id, q) in st.queue.iter() {
-                if total >= self.total {
-                    break;
+            // Highest priority first, then arrival, among hosts with room.
+            while st.total < self.total {
+                let best = st
+                    .queues
+                    .iter()
+                    .filter(|(k, _)| st.in_flight.get(*k).copied().unwrap_or(0) < self.per_host)
+                    .filter_map(|(k, q)| q.keys().next().map(|id| (*id, k.clone())))
+                    .min_by_key(|(id, _)| *id);
+                let Some((id, k)) = best else { break };
+                let Some(q) = st.queues.get_mut(&k) else { break };
+                let Some(exchange) = q.remove(&id) else { break };
+                if q.is_empty() {
+                    st.queues.remove(&k);
                 }
-                let used = st.in_flight.get(&q.key).copied().unwrap_or(0)
-                    + budget_host.get(&q.key).copied().unwrap_or(0);
-                if used < self.per_host {
-                    *budget_host.entry(q.key.clone()).or_insert(0) += 1;
-                    total += 1;
-                    picked.push(*id);
-                }
-            }
-            for id in picked {
-                if let Some(q) = st.queue.remove(&id) {
-                    Self::acquire(&mut st, &q.key);
-                    ready.push(q);
-                }
+                st.queued -= 1;
+                Self::acquire(&mut st, &k);
+                ready.push((k, exchange));
             }
         }
-        for q in ready {
-            self.launch(q.key, q.exchange);
+        for (key, exchange) in ready {
+            self.launch(key, exchange);
         }
     }
 
@@ -202,7 +224,7 @@ impl Scheduler {
 
     /// Loads waiting in the queue.
     pub(crate) fn queued(&self) -> usize {
-        self.lock().queue.len()
+        self.lock().queued
     }
 
     /// Loads in flight.

@@ -536,6 +536,7 @@ mod tests {
             framing: BodyFraming::None,
             timeout: None,
             connect_timeout: None,
+            read_timeout: None,
             http_version: HttpVersionPref::default(),
         };
         (Exchange { request, sink }, Reader { shared })
