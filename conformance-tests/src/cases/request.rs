@@ -141,7 +141,10 @@ fn default_ua(ctx: &mut Ctx) -> CaseResult {
     let (trace, e) = echo(ctx, "GET", |b| b)?;
     ensure_eq!(headers_named(&e, "user-agent"), vec![DEFAULT_USER_AGENT]);
     ensure_eq!(headers_named(&e, "accept"), vec!["*/*"]);
-    ensure_eq!(headers_named(&e, "accept-encoding"), vec!["gzip, deflate, br, zstd"]);
+    ensure_eq!(
+        headers_named(&e, "accept-encoding"),
+        vec!["gzip, deflate, br, zstd"]
+    );
     // Nothing else: no Expect, no library User-Agent, no library Accept-Encoding.
     let names: Vec<&str> = e["headers"]
         .as_array()

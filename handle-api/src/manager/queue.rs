@@ -109,7 +109,10 @@ impl Scheduler {
         let seq = st.next_seq;
         st.next_seq += 1;
         let id = (Reverse(priority), seq);
-        st.queues.entry(key.clone()).or_default().insert(id, exchange);
+        st.queues
+            .entry(key.clone())
+            .or_default()
+            .insert(id, exchange);
         st.queued += 1;
         drop(st);
         let me = self.me.clone();
@@ -172,7 +175,9 @@ impl Scheduler {
                     .filter_map(|(k, q)| q.keys().next().map(|id| (*id, k.clone())))
                     .min_by_key(|(id, _)| *id);
                 let Some((id, k)) = best else { break };
-                let Some(q) = st.queues.get_mut(&k) else { break };
+                let Some(q) = st.queues.get_mut(&k) else {
+                    break;
+                };
                 let Some(exchange) = q.remove(&id) else { break };
                 if q.is_empty() {
                     st.queues.remove(&k);
