@@ -233,7 +233,7 @@ pub(crate) struct Wire {
     head: HeadLimit,
     /// This connection's place among the host's connections; freed when the
     /// connection closes.
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    _slot: Option<crate::driver::Slot>,
 }
 
 impl Wire {
@@ -247,7 +247,7 @@ impl Wire {
     }
 
     /// Holds `slot` for as long as the connection is open.
-    pub(crate) fn with_slot(mut self, slot: tokio::sync::OwnedSemaphorePermit) -> Wire {
+    pub(crate) fn with_slot(mut self, slot: crate::driver::Slot) -> Wire {
         self._slot = Some(slot);
         self
     }

@@ -64,7 +64,7 @@ pub(crate) fn runtime() -> io::Result<Runtime> {
 const DEFAULT_READ_BUFFER: usize = 8192 + 4096 * 100;
 
 /// Builds the client: pooled HTTP/1.1, no implicit policy.
-pub(crate) fn client(config: &BackendConfig, runtime: Handle) -> HttpClient {
+pub(crate) fn client(config: &BackendConfig, runtime: Handle) -> (HttpClient, Arc<HostSlots>) {
     let mut http = HttpConnector::new_with_resolver(SystemResolver(GaiResolver::new()));
     http.set_nodelay(true);
     http.enforce_http(true);
@@ -79,7 +79,8 @@ pub(crate) fn client(config: &BackendConfig, runtime: Handle) -> HttpClient {
             hosts: std::sync::Mutex::new(std::collections::HashMap::new()),
         }),
     };
-    Client::builder(RuntimeExecutor(runtime))
+    let slots = connector.slots.clone();
+    let client = Client::builder(RuntimeExecutor(runtime))
         .pool_timer(TokioTimer::new())
         .pool_max_idle_per_host(config.max_connections_per_host)
         .pool_idle_timeout(config.idle_timeout)
@@ -95,7 +96,8 @@ pub(crate) fn client(config: &BackendConfig, runtime: Handle) -> HttpClient {
         .http1_allow_obsolete_multiline_headers_in_responses(true)
         // Host is the one header the contract leaves to the library.
         .set_host(true)
-        .build(connector)
+        .build(connector);
+    (client, slots)
 }
 
 /// Spawns hyper's connection tasks on the backend's runtime through its
@@ -151,7 +153,7 @@ pub(crate) struct Connector {
     inner: HttpConnector<SystemResolver>,
     resolve: Arc<HostOverrides>,
     max_head_bytes: usize,
-    slots: Arc<HostSlots>,
+    pub(crate) slots: Arc<HostSlots>,
 }
 
 /// The most connections open at once per host:port, the backend's mapping of
@@ -160,18 +162,108 @@ pub(crate) struct Connector {
 /// connections, and hands a finished connection back to the pool a moment
 /// after the body ends; without this cap the next exchange could open a
 /// seventh connection in that moment instead of waiting for the sixth.
-struct HostSlots {
+pub(crate) struct HostSlots {
     per_host: usize,
-    hosts: std::sync::Mutex<std::collections::HashMap<(String, u16), Arc<tokio::sync::Semaphore>>>,
+    hosts: std::sync::Mutex<std::collections::HashMap<(String, u16), Arc<HostState>>>,
 }
 
+/// One host's connections and exchanges.
+pub(crate) struct HostState {
+    sem: Arc<tokio::sync::Semaphore>,
+    open: std::sync::atomic::AtomicUsize,
+    busy: std::sync::atomic::AtomicUsize,
+    changed: Notify,
+}
+
+/// Counts an exchange as needing a connection of its host until dropped.
+pub(crate) struct Busy(Arc<HostState>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// An open connection's place among its host's; freed when it closes.
+pub(crate) struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    host: Arc<HostState>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.host
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.host.changed.notify_waiters();
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+/// How long a connect waits for a connection of its host that is open but
+/// no longer busy to come back to hyper-util's pool.
+const POOL_RETURN_WAIT: Duration = Duration::from_millis(500);
+
 impl HostSlots {
-    fn for_host(&self, host: &str, port: u16) -> Arc<tokio::sync::Semaphore> {
+    fn for_host(&self, host: &str, port: u16) -> Arc<HostState> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         hosts
             .entry((host.to_ascii_lowercase(), port))
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_host)))
+            .or_insert_with(|| {
+                Arc::new(HostState {
+                    sem: Arc::new(tokio::sync::Semaphore::new(self.per_host)),
+                    open: Default::default(),
+                    busy: Default::default(),
+                    changed: Notify::new(),
+                })
+            })
             .clone()
+    }
+
+    /// Marks an exchange to `host:port` as busy until the guard is dropped.
+    pub(crate) fn busy(&self, host: &str, port: u16) -> Busy {
+        let h = self.for_host(host, port);
+        h.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(h)
+    }
+}
+
+impl HostState {
+    /// Waits until this host may open one more connection.
+    ///
+    /// hyper-util hands a finished connection back to its pool from a task of
+    /// its own, a moment after the body ended, and meanwhile races a new
+    /// connect against the pool. While some open connection is not busy it is
+    /// on its way back, so the connect waits for it (or for a close) rather
+    /// than open another: the application's next load reuses the connection,
+    /// as on curl and ureq. When the pool wins, this future runs on in the
+    /// background and gives up instead of connecting.
+    async fn acquire(self: Arc<Self>) -> std::result::Result<Slot, BoxError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let deadline = tokio::time::Instant::now() + POOL_RETURN_WAIT;
+        loop {
+            let changed = self.changed.notified();
+            if self.busy.load(SeqCst) > self.open.load(SeqCst) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err("a pooled connection served the request".into());
+            }
+        }
+        let permit = self.sem.clone().acquire_owned().await?;
+        self.open.fetch_add(1, SeqCst);
+        Ok(Slot {
+            _permit: permit,
+            host: self,
+        })
     }
 }
 
@@ -197,7 +289,7 @@ impl Service<Uri> for Connector {
         Box::pin(async move {
             // Waits for a connection of this host to close; a pooled one that
             // comes back meanwhile wins hyper-util's race and serves the request.
-            let slot = slots.acquire_owned().await?;
+            let slot = slots.acquire().await?;
             let connect = connect(inner, dst, host, port, resolution);
             let tcp = match timeout {
                 Some(t) => tokio::time::timeout(t, connect)
@@ -253,7 +345,12 @@ fn ip_uri(addr: SocketAddr) -> std::result::Result<Uri, BoxError> {
 }
 
 /// Runs one exchange to its end and reports it through `sink`.
-pub(crate) async fn run(client: HttpClient, prepared: Prepared, mut sink: ExchangeSink) {
+pub(crate) async fn run(
+    client: HttpClient,
+    slots: Arc<HostSlots>,
+    prepared: Prepared,
+    mut sink: ExchangeSink,
+) {
     let start = Instant::now();
     let cancel = Arc::new(Notify::new());
     let notify = cancel.clone();
@@ -268,6 +365,12 @@ pub(crate) async fn run(client: HttpClient, prepared: Prepared, mut sink: Exchan
         resend,
         upload_failure,
     } = prepared;
+    // Busy until the body ended, so the connector knows a connection of this
+    // host that is open but not busy is on its way back to the pool.
+    let busy = slots.busy(
+        request.uri().host().unwrap_or_default(),
+        request.uri().port_u16().unwrap_or(80),
+    );
     let activity = Activity::new();
     let outcome = {
         let exchange = exchange(
@@ -307,6 +410,7 @@ pub(crate) async fn run(client: HttpClient, prepared: Prepared, mut sink: Exchan
             r = bounded => r,
         }
     };
+    drop(busy);
     match outcome {
         Ok(()) => sink.finish(),
         // After a cancel, whatever hyper said while being torn down is noise.

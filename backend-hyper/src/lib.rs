@@ -45,6 +45,7 @@ pub struct HyperHandleManager {
     runtime: Option<Runtime>,
     handle: Handle,
     client: driver::HttpClient,
+    slots: std::sync::Arc<driver::HostSlots>,
     capabilities: Capabilities,
 }
 
@@ -60,11 +61,12 @@ impl HyperHandleManager {
             .with_source(e)
         })?;
         let handle = runtime.handle().clone();
-        let client = driver::client(config, handle.clone());
+        let (client, slots) = driver::client(config, handle.clone());
         Ok(HyperHandleManager {
             runtime: Some(runtime),
             handle,
             client,
+            slots,
             capabilities: capabilities(),
         })
     }
@@ -114,8 +116,12 @@ impl ResourceHandleManager for HyperHandleManager {
             // `Handle::spawn` neither blocks nor needs the caller to be in
             // any runtime, which is what makes `start` safe from anywhere.
             Ok(prepared) => {
-                self.handle
-                    .spawn(driver::run(self.client.clone(), prepared, sink));
+                self.handle.spawn(driver::run(
+                    self.client.clone(),
+                    self.slots.clone(),
+                    prepared,
+                    sink,
+                ));
             }
             Err(e) => sink.fail(e),
         }
