@@ -12,8 +12,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use conformance_tests::{catalogue, report, Matrix, Outcome};
 use resource_handle::{
-    Backend, Event, HostOverrides, NetworkAccessManager, Recorder, RequestBody, ResourceRequest,
-    Trace,
+    Backend, Event, HostOverrides, NetworkAccessManager, Recorder, RedirectPolicy, RequestBody,
+    ResourceRequest, Trace,
 };
 
 #[derive(Parser)]
@@ -83,6 +83,15 @@ struct GetArgs {
     /// Print the load's trace as one JSON object instead of the body.
     #[arg(long)]
     json: bool,
+    /// Follow at most N redirects (default 20).
+    #[arg(long = "max-redirects", value_name = "N")]
+    max_redirects: Option<u32>,
+    /// Do not follow redirects: a 3xx is the response.
+    #[arg(long = "no-redirects")]
+    no_redirects: bool,
+    /// Send no Accept-Encoding of rh's own and write the body as received, undecoded.
+    #[arg(long)]
+    raw: bool,
     /// The url.
     url: String,
 }
@@ -185,6 +194,15 @@ fn get(args: GetArgs) -> Result<ExitCode, Usage> {
     if let Some(t) = args.connect_timeout {
         b = b.connect_timeout(seconds(t, "--connect-timeout")?);
     }
+    if let Some(n) = args.max_redirects {
+        b = b.max_redirects(n);
+    }
+    if args.no_redirects {
+        b = b.redirect_policy(RedirectPolicy::None);
+    }
+    if args.raw {
+        b = b.decode_content(false);
+    }
     let request = match b.build() {
         Ok(r) => r,
         Err(e) => {
@@ -223,9 +241,15 @@ fn get(args: GetArgs) -> Result<ExitCode, Usage> {
         None if args.json => Box::new(io::sink()),
         None => Box::new(io::stdout().lock()),
     };
+    // A progress bar when the body goes to a file and a person is watching.
+    let bar = (args.output.is_some() && !args.json && io::stderr().is_terminal())
+        .then(indicatif::ProgressBar::no_length);
     let mut failed = None;
     while let Some(ev) = handle.next_event_blocking() {
         rec.observe(&ev);
+        if let Some(bar) = &bar {
+            progress(bar, &ev);
+        }
         match &ev {
             Event::Response(r) if args.include && !args.json => {
                 let mut head = format!(
@@ -257,6 +281,9 @@ fn get(args: GetArgs) -> Result<ExitCode, Usage> {
         }
     }
     let _ = out.flush();
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
     let trace = rec.finish();
     if args.json {
         println!("{}", trace.to_json());
@@ -264,6 +291,30 @@ fn get(args: GetArgs) -> Result<ExitCode, Usage> {
         eprintln!("rh: {e}");
     }
     Ok(ExitCode::from(if failed.is_some() { 1 } else { 0 }))
+}
+
+/// Updates the download bar: speed and ETA once the length is known.
+fn progress(bar: &indicatif::ProgressBar, ev: &Event) {
+    match ev {
+        Event::Response(r) => {
+            let style = match r.expected_content_length() {
+                Some(len) => {
+                    bar.set_length(len);
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                }
+                None => indicatif::ProgressStyle::with_template(
+                    "{spinner} {bytes} {bytes_per_sec} {elapsed}",
+                ),
+            };
+            if let Ok(style) = style {
+                bar.set_style(style);
+            }
+        }
+        Event::DownloadProgress { received, .. } => bar.set_position(*received),
+        _ => {}
+    }
 }
 
 fn conformance(args: ConformanceArgs) -> Result<ExitCode, Usage> {
