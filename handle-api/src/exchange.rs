@@ -324,12 +324,22 @@ impl ExchangeSink {
     /// Ends the load successfully.
     pub fn finish(mut self) {
         self.ended = true;
+        self.release_slot();
         self.shared.push(Event::Finished);
+    }
+
+    /// Gives the scheduler's slot back before the end is reported, so an
+    /// application that sees the end finds the slot free.
+    fn release_slot(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f();
+        }
     }
 
     /// Ends the load with `error` (the url is attached here).
     pub fn fail(mut self, error: Error) {
         self.ended = true;
+        self.release_slot();
         let error = if error.url().is_none() {
             error.with_url(&self.url)
         } else {
@@ -341,6 +351,7 @@ impl ExchangeSink {
 
 impl Drop for ExchangeSink {
     fn drop(&mut self) {
+        self.release_slot();
         if !self.ended {
             self.shared.push(Event::Failed(
                 Error::new(
