@@ -6,6 +6,7 @@
 //! agree; a backend that lacks a capability shows `unsupported`, never `pass`.
 
 pub mod cases;
+pub mod memory;
 pub mod report;
 pub mod runner;
 pub mod servers;

@@ -10,6 +10,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use conformance_tests::memory::{current_rss_bytes, peak_rss_bytes};
 use conformance_tests::servers::{body_pattern, Origin};
 use resource_handle::{Backend, Event, NetworkAccessManager, ResourceHandle, ResourceRequest};
 
@@ -35,14 +36,6 @@ const MAX_GROWTH_PER_LOAD: u64 = 10 << 10;
 const MAX_GROWTH_FIXED: u64 = 8 << 20;
 /// A load that makes no progress for this long counts as lost.
 const STALL: Duration = Duration::from_secs(30);
-
-fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
 
 /// Resets the peak resident size (VmHWM) to the current one, so each
 /// backend's peak is its own; false where the kernel does not allow it.
@@ -127,12 +120,11 @@ fn run(backend: Backend, loads: usize) -> Run {
 
     let peak_resettable = reset_peak();
     let before = if peak_resettable {
-        proc_status_kib("VmHWM:")
+        peak_rss_bytes()
     } else {
-        proc_status_kib("VmRSS:")
+        current_rss_bytes()
     }
-    .expect("/proc/self/status has VmHWM and VmRSS")
-        * 1024;
+    .expect("/proc/self/status has VmHWM and VmRSS");
     let start = Instant::now();
     let handles: Vec<ResourceHandle> = (0..loads)
         .map(|i| nam.load(ResourceRequest::get(url(i)).build().expect("request")))
@@ -188,7 +180,7 @@ fn run(backend: Backend, loads: usize) -> Run {
         }
     }
     let took = start.elapsed();
-    let peak = proc_status_kib("VmHWM:").expect("VmHWM") * 1024;
+    let peak = peak_rss_bytes().expect("VmHWM");
 
     // None lost: the origin answered each load exactly once.
     let requests = origin.requests();

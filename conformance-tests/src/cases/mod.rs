@@ -217,11 +217,6 @@ impl Ctx {
         Ok(format!("http://{RAW_HOST}:{port}"))
     }
 
-    /// The raw servers started so far.
-    pub fn raw_servers(&self) -> &[RawServer] {
-        &self.raws
-    }
-
     /// Maps an extra host name (for dns and connect cases).
     pub fn map_host(&mut self, host: &str, port: u16, addrs: Vec<IpAddr>) {
         self.overrides.insert(host, port, addrs);
