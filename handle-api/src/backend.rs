@@ -19,7 +19,9 @@ use url::Url;
 use crate::body::UploadBody;
 use crate::error::Result;
 use crate::exchange::ExchangeSink;
+use crate::proxy::Proxy;
 use crate::request::HttpVersionPref;
+use crate::tls::TlsConfig;
 
 /// A backend: one HTTP library under the common contract (WebCore's
 /// per-platform ResourceHandleManager).
@@ -113,6 +115,10 @@ pub struct WireRequest {
     pub read_timeout: Option<Duration>,
     /// HTTP version preference.
     pub http_version: HttpVersionPref,
+    /// The proxy that carries this exchange, chosen by the manager for the
+    /// url; `None` to connect directly. A backend never reads proxy
+    /// settings from the environment itself: `None` means no proxy.
+    pub proxy: Option<Proxy>,
 }
 
 impl WireRequest {
@@ -151,7 +157,7 @@ pub enum Capability {
     Https,
     /// HTTP/2.
     Http2,
-    /// HTTP and HTTPS proxies.
+    /// HTTP proxies: absolute-form requests for http urls, CONNECT tunnels for https.
     Proxy,
     /// SOCKS5 proxies.
     Socks5,
@@ -316,6 +322,8 @@ pub struct BackendConfig {
     /// The most header fields a response head may carry (a folded field
     /// counts once). One more fails the load with `limit_exceeded`.
     pub max_response_headers: usize,
+    /// Roots, verification and client identity for https.
+    pub tls: TlsConfig,
 }
 
 /// The default of [`BackendConfig::max_response_head_bytes`]: 64 KiB.
@@ -332,6 +340,7 @@ impl Default for BackendConfig {
             idle_timeout: Duration::from_secs(90),
             max_response_head_bytes: DEFAULT_MAX_RESPONSE_HEAD_BYTES,
             max_response_headers: DEFAULT_MAX_RESPONSE_HEADERS,
+            tls: TlsConfig::default(),
         }
     }
 }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use url::Url;
 
+use crate::tls::TlsProblem;
+
 /// Shorthand for results whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -131,6 +133,7 @@ struct Inner {
     url: Option<Url>,
     timeout: Option<TimeoutPhase>,
     truncation: Option<Truncation>,
+    tls: Option<TlsProblem>,
     source: Option<Box<dyn StdError + Send + Sync>>,
 }
 
@@ -144,6 +147,7 @@ impl Error {
                 url: None,
                 timeout: None,
                 truncation: None,
+                tls: None,
                 source: None,
             }),
         }
@@ -171,6 +175,14 @@ impl Error {
         e
     }
 
+    /// A TLS failure: what was wrong with the certificate or handshake, and
+    /// the library's description.
+    pub fn tls(problem: TlsProblem, message: impl Into<String>) -> Self {
+        let mut e = Error::new(ErrorKind::Tls, message);
+        e.inner_mut().tls = Some(problem);
+        e
+    }
+
     /// The cancellation error.
     pub fn cancelled() -> Self {
         Error::new(ErrorKind::Cancelled, "the load was cancelled")
@@ -186,6 +198,7 @@ impl Error {
                 url: i.url.clone(),
                 timeout: i.timeout,
                 truncation: i.truncation,
+                tls: i.tls,
                 source: i.source.as_ref().map(|s| {
                     Box::new(StringError(s.to_string())) as Box<dyn StdError + Send + Sync>
                 }),
@@ -237,6 +250,17 @@ impl Error {
         self.inner.truncation
     }
 
+    /// For a TLS error, what was wrong with the certificate or handshake.
+    pub fn tls_problem(&self) -> Option<TlsProblem> {
+        self.inner.tls
+    }
+
+    /// The detail a trace compares besides the kind: for a TLS error, what
+    /// was wrong (`expired`, `wrong_host`, …).
+    pub fn detail(&self) -> Option<&'static str> {
+        self.inner.tls.map(TlsProblem::as_str)
+    }
+
     /// True for [`ErrorKind::Timeout`].
     pub fn is_timeout(&self) -> bool {
         self.inner.kind == ErrorKind::Timeout
@@ -261,6 +285,9 @@ impl fmt::Debug for Error {
         }
         if let Some(t) = self.inner.truncation {
             d.field("truncation", &t);
+        }
+        if let Some(t) = self.inner.tls {
+            d.field("tls", &t);
         }
         if let Some(s) = &self.inner.source {
             d.field("source", s);

@@ -25,8 +25,10 @@ mod events;
 mod exchange;
 mod handle;
 mod manager;
+mod proxy;
 mod request;
 mod response;
+mod tls;
 mod trace;
 
 pub use backend::{
@@ -51,6 +53,8 @@ pub use request::{
     CachePolicy, HttpVersionPref, Priority, RequestBuilder, ResourceRequest, TargetType,
 };
 pub use response::{version_str, LoadTiming, ResourceResponse, ResponseHead, ResponseSource};
+pub use proxy::{NoProxy, Proxy, ProxyConfig, ProxyCredentials, ProxyScheme};
+pub use tls::{system_roots, Certificate, Identity, KeyFormat, TlsConfig, TlsProblem};
 pub use trace::{Recorder, Trace, TraceError, TraceRedirect};
 
 pub use bytes::Bytes;

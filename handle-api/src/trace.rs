@@ -23,6 +23,10 @@ pub struct TraceError {
     pub kind: String,
     /// The message; it may differ between backends and is not compared.
     pub message: String,
+    /// What went wrong besides the kind, compared like it: for `tls`, the
+    /// certificate problem (`untrusted_issuer`, `expired`, `wrong_host`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// What a load did, as observed by the application.
@@ -181,6 +185,7 @@ impl Recorder {
                 t.error = Some(TraceError {
                     kind: e.kind().as_str().to_owned(),
                     message: e.to_string(),
+                    detail: e.detail().map(str::to_owned),
                 });
             }
             _ => {}

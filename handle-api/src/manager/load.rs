@@ -20,7 +20,7 @@ use url::Url;
 use super::decode::{self, Decoder};
 use super::redirect::{self, Decision, NextHop, RedirectRules};
 use super::Inner;
-use crate::backend::{BodyFraming, Exchange, WireRequest};
+use crate::backend::{BodyFraming, Capability, Exchange, WireRequest};
 use crate::body::{RequestBody, UploadBody};
 use crate::error::{Error, ErrorKind};
 use crate::events::Event;
@@ -85,6 +85,8 @@ pub(crate) struct Plan {
     pub(crate) max_decoded: u64,
     /// Set once a hop was made over https: the Referer then never goes to http.
     pub(crate) seen_https: bool,
+    /// Whether the current hop goes through a proxy.
+    pub(crate) via_proxy: bool,
 }
 
 pub(crate) struct Load {
@@ -191,6 +193,17 @@ impl Load {
                 continue;
             }
             match ev {
+                Event::Response(resp)
+                    if self.plan.via_proxy
+                        && resp.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED =>
+                {
+                    // Only a proxy sends 407 (RFC 9110 §15.5.8): the load
+                    // never reached its origin.
+                    return self.fail(Error::new(
+                        ErrorKind::Proxy,
+                        "the proxy asks for authentication (407)",
+                    ));
+                }
                 Event::Response(mut resp) => {
                     match redirect::decide(
                         &self.plan.rules,
@@ -297,6 +310,26 @@ fn start_hop(inner: &Arc<Inner>, plan: &mut Plan, paused: bool) -> Arc<Shared> {
         plan.seen_https = true;
     }
     let mut wire = wire_request(plan, url, body, &sink);
+    wire.proxy = if is_http {
+        inner.proxy.proxy_for(&wire.url).cloned()
+    } else {
+        None
+    };
+    plan.via_proxy = wire.proxy.is_some();
+    if let Some(proxy) = &wire.proxy {
+        let needed = if proxy.scheme().is_socks() {
+            Capability::Socks5
+        } else {
+            Capability::Proxy
+        };
+        if let Err(why) = inner.backend.capabilities().check(needed) {
+            sink.fail(Error::new(
+                ErrorKind::Unsupported,
+                format!("{proxy} cannot be used: {why}"),
+            ));
+            return shared;
+        }
+    }
     if !is_http {
         wire.headers.remove(ACCEPT_ENCODING);
     }
@@ -362,6 +395,7 @@ fn wire_request(plan: &Plan, url: Url, mut body: UploadBody, sink: &ExchangeSink
         connect_timeout: plan.connect_timeout,
         read_timeout: plan.read_timeout,
         http_version: plan.http_version,
+        proxy: None,
     }
 }
 

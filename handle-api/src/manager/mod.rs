@@ -13,11 +13,13 @@ use std::time::Duration;
 use http::header::HeaderValue;
 
 use crate::backend::{
-    BackendConfig, BackendFactory, Capabilities, HostOverrides, ResourceHandleManager,
+    BackendConfig, BackendFactory, Capabilities, Capability, HostOverrides, ResourceHandleManager,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::ResourceHandle;
+use crate::proxy::ProxyConfig;
 use crate::request::ResourceRequest;
+use crate::tls::{Certificate, Identity};
 
 pub(crate) mod decode;
 mod load;
@@ -70,7 +72,7 @@ impl std::fmt::Debug for NetworkAccessManager {
 }
 
 pub(crate) struct Inner {
-    backend: Arc<dyn ResourceHandleManager>,
+    pub(crate) backend: Arc<dyn ResourceHandleManager>,
     pub(crate) scheduler: Arc<Scheduler>,
     pub(crate) schemes: HashMap<String, Arc<dyn SchemeHandler>>,
     user_agent: HeaderValue,
@@ -79,6 +81,7 @@ pub(crate) struct Inner {
     read_timeout: Option<Duration>,
     redirect: RedirectRules,
     max_decoded: u64,
+    pub(crate) proxy: ProxyConfig,
 }
 
 /// Configures a [`NetworkAccessManager`].
@@ -93,6 +96,7 @@ pub struct ManagerBuilder {
     redirect: RedirectRules,
     max_decoded: u64,
     schemes: HashMap<String, Arc<dyn SchemeHandler>>,
+    proxy: ProxyConfig,
 }
 
 impl std::fmt::Debug for ManagerBuilder {
@@ -120,6 +124,7 @@ impl Default for ManagerBuilder {
             },
             max_decoded: DEFAULT_MAX_DECODED_BYTES,
             schemes: HashMap::new(),
+            proxy: ProxyConfig::None,
         }
     }
 }
@@ -257,9 +262,62 @@ impl ManagerBuilder {
         Ok(self)
     }
 
+    /// The proxy configuration (default: none; see [`ProxyConfig::from_env`]).
+    pub fn proxy(mut self, proxy: ProxyConfig) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// Trusts `cert` as a CA, besides the system's roots.
+    pub fn add_root_certificate(mut self, cert: Certificate) -> Self {
+        self.backend.tls.extra_roots.push(cert);
+        self
+    }
+
+    /// Trusts every CA certificate of a PEM file, besides the system's roots.
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self> {
+        self.backend.tls.extra_roots.extend(Certificate::from_pem(pem)?);
+        Ok(self)
+    }
+
+    /// Whether the system's certificate store is trusted (default: yes).
+    /// Without it, only the roots added with
+    /// [`ManagerBuilder::add_root_certificate`] are.
+    pub fn tls_system_roots(mut self, trust: bool) -> Self {
+        self.backend.tls.system_roots = trust;
+        self
+    }
+
+    /// **Dangerous**: accepts any server certificate, for any host name,
+    /// from any issuer. Anyone between the application and the server can
+    /// then read and change the traffic. Meant for test set-ups with
+    /// throw-away certificates; never the default, never for production.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.backend.tls.verify = !accept;
+        self
+    }
+
+    /// The client certificate and key presented when a server asks for one.
+    /// A backend without client certificates refuses to build (`unsupported`).
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.backend.tls.identity = Some(identity);
+        self
+    }
+
     /// Creates the backend with `factory` and returns the manager.
     pub fn build(self, factory: impl BackendFactory) -> Result<NetworkAccessManager> {
         let backend = factory.create(&self.backend)?;
+        if self.backend.tls.identity.is_some() {
+            if let Err(why) = backend.capabilities().check(Capability::ClientCertificate) {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "the {} backend cannot present a client certificate: {why}",
+                        backend.name()
+                    ),
+                ));
+            }
+        }
         let scheduler = Scheduler::new(
             backend.clone(),
             self.backend.max_connections_per_host,
@@ -280,6 +338,7 @@ impl ManagerBuilder {
                 read_timeout: self.read_timeout,
                 redirect: self.redirect,
                 max_decoded: self.max_decoded,
+                proxy: self.proxy,
             }),
         })
     }
@@ -346,6 +405,7 @@ impl NetworkAccessManager {
             },
             max_decoded: inner.max_decoded,
             seen_https: false,
+            via_proxy: false,
         };
         ResourceHandle::new(Load::start(self.inner.clone(), plan))
     }

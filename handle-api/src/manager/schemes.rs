@@ -538,6 +538,7 @@ mod tests {
             connect_timeout: None,
             read_timeout: None,
             http_version: HttpVersionPref::default(),
+            proxy: None,
         };
         (Exchange { request, sink }, Reader { shared })
     }
