@@ -82,6 +82,20 @@ async fn exchange(
 }
 
 impl Runner for Reqwest {
+    fn warm_up_requests(&mut self, url: &str, until: Instant) -> Result<(), String> {
+        if self.want == Version::HTTP_2 {
+            // reqwest's pool opens a connection for each request that finds
+            // none ready, even for HTTP/2: one request alone first makes the
+            // connection every later stream is multiplexed on.
+            let parsed = reqwest::Url::parse(url).map_err(err)?;
+            let (status, _, _) = self
+                .runtime
+                .block_on(exchange(self.client.get(parsed), (self.want, url)))?;
+            check_status(status, url)?;
+        }
+        self.requests(url, until).map(drop)
+    }
+
     fn requests(&mut self, url: &str, until: Instant) -> Result<Sample, String> {
         let parsed = reqwest::Url::parse(url).map_err(err)?;
         let client = self.client.clone();
