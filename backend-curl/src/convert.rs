@@ -2,11 +2,14 @@
 //! curl `ResourceHandleManager::initializeHandle` does: url → CURLOPT_URL,
 //! method → HTTPGET / NOBODY / POST / UPLOAD / CUSTOMREQUEST, headers →
 //! CURLOPT_HTTPHEADER, timeouts → CONNECTTIMEOUT_MS / TIMEOUT_MS, host
-//! overrides → CURLOPT_RESOLVE. curl's own policies (redirects, cookies,
-//! decoding, proxies from the environment, `Expect: 100-continue`) are turned
-//! off so that only handle-api decides them.
+//! overrides → CURLOPT_RESOLVE, HTTP version → CURLOPT_HTTP_VERSION, TLS
+//! settings (`tls`) and the proxy (`proxy`). curl's own policies
+//! (redirects, cookies, decoding, proxies from the environment,
+//! `Expect: 100-continue`) are turned off so that only handle-api decides
+//! them.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use curl::easy::{Easy2, HttpVersion, List};
@@ -16,6 +19,8 @@ use handle_api::{
 };
 
 use crate::error;
+use crate::proxy;
+use crate::tls::TlsSettings;
 use crate::wire::RawList;
 
 /// Bytes curl reads from the socket per write callback. Larger than curl's
@@ -25,32 +30,34 @@ pub(crate) const RECEIVE_BUFFER_BYTES: usize = 256 * 1024;
 /// Bytes curl asks the read callback for per call when uploading.
 pub(crate) const UPLOAD_BUFFER_BYTES: usize = 256 * 1024;
 
+/// What libcurl reads in place while the transfer runs, so the caller keeps
+/// it alive for as long as the easy handle. Never read on the Rust side:
+/// holding it is the point.
+#[derive(Debug, Default)]
+#[allow(dead_code)]
+pub(crate) struct Borrowed {
+    /// The header list, when a value is not UTF-8.
+    pub(crate) header_list: Option<RawList>,
+    /// The trusted roots (CURLOPT_CAINFO_BLOB, not copied).
+    pub(crate) roots: Option<Arc<[u8]>>,
+}
+
 /// Applies every option of `req` to `easy`. The request body itself is not
-/// touched here: the handler's read callback streams it. Returns the raw
-/// header list when a value is not UTF-8: the caller keeps it alive for as
-/// long as the easy handle.
+/// touched here: the handler's read callback streams it.
 pub(crate) fn configure<H>(
     easy: &mut Easy2<H>,
     req: &WireRequest,
     config: &BackendConfig,
-) -> Result<Option<RawList>> {
+    tls: &TlsSettings,
+) -> Result<Borrowed> {
     let set = |what: &'static str| move |e| error::setup(what, e);
 
-    match req.http_version {
-        HttpVersionPref::Http1 => easy
-            .http_version(HttpVersion::V11)
-            .map_err(set("HTTP/1.1"))?,
-        HttpVersionPref::Http2 | HttpVersionPref::Http2PriorKnowledge => {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "HTTP/2 is not available: the bundled libcurl is built without nghttp2",
-            ))
-        }
-    }
-
+    http_version(easy, req)?;
     if let Some(list) = resolve_list(req, config)? {
         easy.resolve(list).map_err(set("the host override"))?;
     }
+    proxy::apply(easy, req.proxy.as_ref())?;
+    let roots = tls.apply(easy)?;
     // curl would turn userinfo in the url into Basic auth of its own;
     // credentials are handle-api's policy, so curl never sees them.
     if req.url.username().is_empty() && req.url.password().is_none() {
@@ -107,9 +114,6 @@ pub(crate) fn configure<H>(
     easy.http_content_decoding(false)
         .map_err(set("HTTP_CONTENT_DECODING"))?;
     easy.http_09_allowed(false).map_err(set("HTTP09_ALLOWED"))?;
-    // An empty proxy disables curl's use of http_proxy/HTTPS_PROXY from the
-    // environment; proxies are configured through handle-api.
-    easy.proxy("").map_err(set("PROXY"))?;
 
     easy.buffer_size(RECEIVE_BUFFER_BYTES)
         .map_err(set("BUFFERSIZE"))?;
@@ -118,7 +122,35 @@ pub(crate) fn configure<H>(
     easy.tcp_nodelay(true).map_err(set("TCP_NODELAY"))?;
     easy.maxage_conn(config.idle_timeout)
         .map_err(set("MAXAGE_CONN"))?;
-    Ok(raw_list)
+    Ok(Borrowed {
+        header_list: raw_list,
+        roots,
+    })
+}
+
+/// CURLOPT_HTTP_VERSION, and CURLOPT_PIPEWAIT where the connection may
+/// carry HTTP/2: a transfer then waits for a connection still being set up
+/// to the same origin and multiplexes onto it instead of opening its own.
+fn http_version<H>(easy: &mut Easy2<H>, req: &WireRequest) -> Result<()> {
+    let set = |what: &'static str| move |e| error::setup(what, e);
+    let (version, multiplexed) = native_version(req.http_version, req.url.scheme() == "https");
+    easy.http_version(version)
+        .map_err(set("the HTTP version"))?;
+    if multiplexed {
+        easy.pipewait(true).map_err(set("PIPEWAIT"))?;
+    }
+    Ok(())
+}
+
+/// The CURLOPT_HTTP_VERSION for a preference, and whether the connection
+/// may be HTTP/2. `Http2` is h2 by ALPN over TLS and HTTP/1.1 in cleartext
+/// (CURL_HTTP_VERSION_2TLS), without an `Upgrade: h2c` attempt.
+pub(crate) fn native_version(pref: HttpVersionPref, https: bool) -> (HttpVersion, bool) {
+    match pref {
+        HttpVersionPref::Http1 => (HttpVersion::V11, false),
+        HttpVersionPref::Http2 => (HttpVersion::V2TLS, https),
+        HttpVersionPref::Http2PriorKnowledge => (HttpVersion::V2PriorKnowledge, true),
+    }
 }
 
 /// curl reads a zero timeout as "no timeout"; the contract means "at once".
@@ -126,14 +158,44 @@ fn nonzero(t: Duration) -> Duration {
     t.max(Duration::from_millis(1))
 }
 
-/// The CURLOPT_RESOLVE entry for the request's host, if it is overridden.
+/// The CURLOPT_RESOLVE entries for the names libcurl resolves itself: the
+/// proxy's, and the origin's unless the proxy resolves it (an HTTP proxy,
+/// SOCKS5h). libcurl looks the proxy's name up in the same cache the
+/// entries fill, so one host override table serves both.
 ///
 /// CURLOPT_RESOLVE can only add addresses, not say "this name has none", so a
-/// name mapped to no address fails here with `dns` before any transfer
-/// exists, and the system resolver is never asked.
+/// name mapped to no address fails here before any transfer exists (`dns`
+/// for the origin, `proxy` for the proxy), and the system resolver is never
+/// asked.
 fn resolve_list(req: &WireRequest, config: &BackendConfig) -> Result<Option<List>> {
-    let (host, port) = req.host_port();
-    match config.resolve.lookup(&host, port) {
+    let mut entries = Vec::new();
+    if let Some(p) = &req.proxy {
+        let entry = resolve_one(config, p.host(), p.port()).map_err(|e| {
+            Error::new(
+                ErrorKind::Proxy,
+                format!("the proxy {p} cannot be reached: {}", e.message()),
+            )
+        })?;
+        entries.extend(entry);
+    }
+    if proxy::resolves_origin_locally(req.proxy.as_ref()) {
+        let (host, port) = req.host_port();
+        entries.extend(resolve_one(config, &host, port)?);
+    }
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let mut list = List::new();
+    for entry in entries {
+        list.append(&entry)
+            .map_err(|e| error::setup("the host override", e))?;
+    }
+    Ok(Some(list))
+}
+
+/// The CURLOPT_RESOLVE entry for `host:port`, if it is overridden.
+fn resolve_one(config: &BackendConfig, host: &str, port: u16) -> Result<Option<String>> {
+    match config.resolve.lookup(host, port) {
         Resolution::NoAddress => Err(Error::new(
             ErrorKind::Dns,
             format!("{host}:{port} is mapped to no address"),
@@ -141,12 +203,7 @@ fn resolve_list(req: &WireRequest, config: &BackendConfig) -> Result<Option<List
         Resolution::System => Ok(None),
         // An IP literal resolves to itself; curl needs no entry for it.
         Resolution::Addrs(_) if host.parse::<IpAddr>().is_ok() => Ok(None),
-        Resolution::Addrs(addrs) => {
-            let mut list = List::new();
-            list.append(&resolve_entry(&host, port, &addrs))
-                .map_err(|e| error::setup("the host override", e))?;
-            Ok(Some(list))
-        }
+        Resolution::Addrs(addrs) => Ok(Some(resolve_entry(host, port, &addrs))),
     }
 }
 
@@ -259,6 +316,24 @@ mod tests {
         assert_eq!(
             resolve_entry("origin.test", 8080, &[a, b]),
             "origin.test:8080:127.0.0.1,[::1]"
+        );
+    }
+
+    #[test]
+    fn versions_map_onto_curl() {
+        use HttpVersionPref::*;
+        let v = |pref, https| {
+            let (version, mux) = native_version(pref, https);
+            (version as i64, mux)
+        };
+        let n = |v: HttpVersion| v as i64;
+        assert_eq!(v(Http1, true), (n(HttpVersion::V11), false));
+        assert_eq!(v(Http2, true), (n(HttpVersion::V2TLS), true));
+        // Cleartext with Http2 stays HTTP/1.1: nothing to multiplex.
+        assert_eq!(v(Http2, false), (n(HttpVersion::V2TLS), false));
+        assert_eq!(
+            v(Http2PriorKnowledge, false),
+            (n(HttpVersion::V2PriorKnowledge), true)
         );
     }
 

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::mem;
 use std::net::{IpAddr, SocketAddr};
+use std::os::raw::c_void;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use handle_api::{
 
 use crate::convert;
 use crate::error::{self, FailureContext};
+use crate::tls::TlsSettings;
 use crate::wire::{self, Attempts};
 
 /// Longest the thread sleeps in `curl_multi_poll`; curl shortens it to its own
@@ -76,6 +78,8 @@ pub(crate) fn spawn(config: &BackendConfig) -> Result<Notifier> {
     let (tx, rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let config = config.clone();
+    // The root bundle is encoded once here, not per request.
+    let tls = TlsSettings::new(&config.tls);
     let notify_tx = tx.clone();
     thread::Builder::new()
         .name("curl-driver".into())
@@ -85,6 +89,12 @@ pub(crate) fn spawn(config: &BackendConfig) -> Result<Notifier> {
             let max = config.max_connections_per_host.max(1);
             if let Err(e) = multi.set_max_host_connections(max) {
                 let _ = ready_tx.send(Err(error::multi("limit connections per host", e)));
+                return;
+            }
+            // CURLPIPE_MULTIPLEX: HTTP/2 transfers to one origin share one
+            // connection (libcurl's default since 7.62, set so it stays so).
+            if let Err(e) = multi.pipelining(false, true) {
+                let _ = ready_tx.send(Err(error::multi("enable HTTP/2 multiplexing", e)));
                 return;
             }
             let notifier = Notifier {
@@ -99,6 +109,7 @@ pub(crate) fn spawn(config: &BackendConfig) -> Result<Notifier> {
                 rx,
                 notifier,
                 config,
+                tls,
                 transfers: HashMap::new(),
                 next_token: 0,
                 closing: false,
@@ -126,6 +137,7 @@ struct Driver {
     rx: Receiver<Msg>,
     notifier: Notifier,
     config: BackendConfig,
+    tls: TlsSettings,
     transfers: HashMap<usize, Easy2Handle<Transfer>>,
     /// Tokens are never reused, so a late unpause or cancel cannot reach the
     /// wrong transfer.
@@ -253,9 +265,10 @@ impl Driver {
             &request,
             self.notifier.clone(),
             &self.config,
+            self.tls.verify(),
         ));
-        match convert::configure(&mut easy, &request, &self.config) {
-            Ok(list) => easy.get_mut().header_list = list,
+        match convert::configure(&mut easy, &request, &self.config, &self.tls) {
+            Ok(borrowed) => easy.get_mut().borrowed = borrowed,
             Err(e) => {
                 sink.fail(e);
                 return;
@@ -349,6 +362,10 @@ fn complete(mut h: Easy2Handle<Transfer>, result: std::result::Result<(), curl::
         head_reported: t.status.is_some(),
         chunked: t.chunked,
         resend_refused: t.attempts.refused(),
+        proxy: t.proxy.clone(),
+        request_started: t.attempts.connected().is_some(),
+        connect_code: info.connect_code,
+        verify_result: info.verify_result,
     };
     let status = t.status;
     let head_method = t.head_method;
@@ -411,6 +428,10 @@ struct TransferInfo {
     remote: Option<SocketAddr>,
     timing: LoadTiming,
     connected: bool,
+    /// The proxy's status for the CONNECT; `None` without a tunnel.
+    connect_code: Option<u32>,
+    /// OpenSSL's verify result of the server's chain.
+    verify_result: Option<i64>,
 }
 
 impl TransferInfo {
@@ -442,6 +463,10 @@ impl TransferInfo {
             // pretransfer. Only a fallback for `error::map`: curl also stamps
             // pretransfer on some failed connects.
             connected: connect.is_some() || pretransfer.is_some(),
+            connect_code: wire::long_info(h.raw(), wire::CURLINFO_HTTP_CONNECTCODE)
+                .and_then(|c| u32::try_from(c).ok())
+                .filter(|c| *c != 0),
+            verify_result: wire::long_info(h.raw(), curl_sys::CURLINFO_SSL_VERIFYRESULT),
         }
     }
 }
@@ -486,8 +511,13 @@ pub(crate) struct Transfer {
     /// The reported response is chunked.
     chunked: bool,
     head_method: bool,
-    /// A header list of raw bytes set on the easy handle, kept alive here.
-    header_list: Option<wire::RawList>,
+    /// What libcurl reads in place (a raw header list, the root bundle),
+    /// kept alive here.
+    borrowed: convert::Borrowed,
+    /// Whether OpenSSL verifies the server's chain in the handshake.
+    verify: bool,
+    /// The proxy of the exchange, for messages.
+    proxy: Option<String>,
 }
 
 impl Transfer {
@@ -496,13 +526,18 @@ impl Transfer {
         req: &handle_api::WireRequest,
         notifier: Notifier,
         config: &BackendConfig,
+        verify: bool,
     ) -> Self {
+        // HTTP/2 status lines ("HTTP/2 200") are only valid where the
+        // transfer may speak HTTP/2.
+        let h2 = req.http_version != handle_api::HttpVersionPref::Http1;
         Transfer {
             token,
             notifier,
             sink: None,
             body: None,
-            parser: HeadParser::new(config.max_response_head_bytes, config.max_response_headers),
+            parser: HeadParser::new(config.max_response_head_bytes, config.max_response_headers)
+                .allow_http2(h2),
             head: HeadState::Reading,
             status: None,
             paused: None,
@@ -515,7 +550,9 @@ impl Transfer {
             attempts: Attempts::new(req.may_retry_on_stale_connection()),
             chunked: false,
             head_method: req.method == Method::HEAD,
-            header_list: None,
+            borrowed: convert::Borrowed::default(),
+            verify,
+            proxy: req.proxy.as_ref().map(ToString::to_string),
         }
     }
 
@@ -620,6 +657,13 @@ impl Handler for Transfer {
         }
     }
 
+    fn ssl_ctx(&mut self, ssl_ctx: *mut c_void) -> std::result::Result<(), curl::Error> {
+        if self.verify {
+            wire::verify_peer_in_handshake(ssl_ctx);
+        }
+        Ok(())
+    }
+
     fn seek(&mut self, _whence: io::SeekFrom) -> SeekResult {
         // libcurl rewinds the body only to send the request again after a
         // reused connection died: a body already read is never sent twice.
@@ -647,6 +691,8 @@ struct HeadParser {
     forbid_reuse: bool,
     /// The final head's body is chunked.
     chunked: bool,
+    /// `HTTP/2` status lines are accepted (libcurl writes them for h2).
+    http2: bool,
 }
 
 impl HeadParser {
@@ -659,7 +705,15 @@ impl HeadParser {
             max_fields,
             forbid_reuse: false,
             chunked: false,
+            http2: false,
         }
+    }
+
+    /// Accepts the `HTTP/2 NNN` status lines libcurl writes for HTTP/2
+    /// responses.
+    fn allow_http2(mut self, allow: bool) -> Self {
+        self.http2 = allow;
+        self
     }
 
     /// Takes one line; returns the head when `line` is the blank line that
@@ -686,7 +740,7 @@ impl HeadParser {
             return self.end();
         }
         if line.starts_with(b"HTTP/") {
-            self.status = Some(parse_status_line(line)?);
+            self.status = Some(parse_status_line(line, self.http2)?);
             self.fields.clear();
             return Ok(None);
         }
@@ -751,7 +805,9 @@ impl HeadParser {
         }
         self.chunked = chunked;
         let mut head = ResponseHead::new(status, version, headers);
-        head.reason = Some(reason);
+        // HTTP/2 has no reason phrase: none is reported, as hyper reports
+        // none, and the response gets the canonical one.
+        head.reason = (version != Version::HTTP_2).then_some(reason);
         Ok(Some(head))
     }
 }
@@ -788,7 +844,8 @@ fn content_length(headers: &HeaderMap) -> Result<u64> {
 }
 
 /// `HTTP/1.1 200 OK`: version, three-digit status, optional reason phrase.
-fn parse_status_line(line: &[u8]) -> Result<(StatusCode, Version, String)> {
+/// With `http2`, also libcurl's rendering of an HTTP/2 head, `HTTP/2 200`.
+fn parse_status_line(line: &[u8], http2: bool) -> Result<(StatusCode, Version, String)> {
     let bad = || {
         protocol(format!(
             "malformed status line {:?}",
@@ -799,8 +856,8 @@ fn parse_status_line(line: &[u8]) -> Result<(StatusCode, Version, String)> {
     let version = match parts.next().ok_or_else(bad)? {
         b"HTTP/1.0" => Version::HTTP_10,
         b"HTTP/1.1" => Version::HTTP_11,
-        // The transfer asked for HTTP/1.1 (HTTP/2 is not built in): any other
-        // version in a status line is a malformed reply.
+        b"HTTP/2" if http2 => Version::HTTP_2,
+        // Any other version in a status line is a malformed reply.
         _ => return Err(bad()),
     };
     let code = parts.next().ok_or_else(bad)?;
@@ -950,11 +1007,38 @@ mod tests {
 
     #[test]
     fn status_line_without_reason() {
-        let (s, v, r) = parse_status_line(b"HTTP/1.1 204").unwrap();
+        let (s, v, r) = parse_status_line(b"HTTP/1.1 204", false).unwrap();
         assert_eq!(
             (s, v, r.as_str()),
             (StatusCode::NO_CONTENT, Version::HTTP_11, "")
         );
-        assert!(parse_status_line(b"HTTP/2.0 200 OK").is_err());
+        assert!(parse_status_line(b"HTTP/2.0 200 OK", true).is_err());
+        assert!(parse_status_line(b"HTTP/2 200 ", false).is_err());
+    }
+
+    #[test]
+    fn http2_heads_have_no_reason() {
+        let mut p = parser().allow_http2(true);
+        let head = feed(
+            &mut p,
+            &[
+                b"HTTP/2 200 \r\n",
+                b"content-type: text/plain\r\n",
+                b"content-length: 2\r\n",
+                b"\r\n",
+            ],
+        )
+        .unwrap()
+        .expect("final head");
+        assert_eq!(head.version, Version::HTTP_2);
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.reason, None);
+        assert_eq!(head.headers["content-length"], "2");
+        // An HTTP/1.1 answer to a transfer that offered h2 keeps its reason.
+        let mut p = parser().allow_http2(true);
+        let head = feed(&mut p, &[b"HTTP/1.1 404 Gone Away\r\n", b"\r\n"])
+            .unwrap()
+            .expect("final head");
+        assert_eq!(head.reason.as_deref(), Some("Gone Away"));
     }
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use handle_api::{Error, ErrorKind, TimeoutPhase};
 
+use crate::tls;
+
 // CURLcodes that curl-rust has no `is_*` helper for (values from curl.h).
 const CURLE_NOT_BUILT_IN: i64 = 4;
 const CURLE_WEIRD_SERVER_REPLY: i64 = 8;
@@ -50,6 +52,15 @@ pub(crate) struct FailureContext {
     /// libcurl wanted to send the request again after its reused connection
     /// died before any response byte, and was not allowed to.
     pub resend_refused: bool,
+    /// The proxy the exchange went through, for messages.
+    pub proxy: Option<String>,
+    /// The connection was ready for the request (tunnel and TLS included):
+    /// libcurl called the prereq callback.
+    pub request_started: bool,
+    /// The proxy's answer to the CONNECT (CURLINFO_HTTP_CONNECTCODE), if any.
+    pub connect_code: Option<u32>,
+    /// OpenSSL's verify result of the server's chain (CURLINFO_SSL_VERIFYRESULT).
+    pub verify_result: Option<i64>,
 }
 
 /// Maps a failed transfer's curl error onto a handle-api error, keeping
@@ -77,6 +88,24 @@ pub(crate) fn map(e: curl::Error, cx: FailureContext) -> Error {
         .with_source(io);
     }
     let msg = message(&e);
+    if tls::is_late_certificate_alert(code(&e), &msg)
+        || tls::is_client_identity_refused(code(&e), &msg)
+        || is_tls_code(&e)
+    {
+        let problem = tls::problem(code(&e), cx.verify_result, &msg);
+        return Error::tls(problem, msg).with_source(e);
+    }
+    if let Some(proxy) = &cx.proxy {
+        if let Some(kind) = proxy_failure(&e, &cx) {
+            let msg = match cx.connect_code {
+                Some(status) if !(200..300).contains(&status) => {
+                    format!("the proxy {proxy} refused the tunnel with status {status}")
+                }
+                _ => format!("the proxy {proxy} failed: {msg}"),
+            };
+            return Error::new(kind, msg).with_source(e);
+        }
+    }
     let kind = if e.is_couldnt_resolve_host() {
         ErrorKind::Dns
     } else if e.is_couldnt_connect() {
@@ -108,27 +137,6 @@ pub(crate) fn map(e: curl::Error, cx: FailureContext) -> Error {
         || is_chunk_framing(&e)
     {
         ErrorKind::Protocol
-    } else if e.is_ssl_connect_error()
-        || e.is_peer_failed_verification()
-        || e.is_ssl_certproblem()
-        || e.is_ssl_cipher()
-        || e.is_ssl_cacert_badfile()
-        || e.is_ssl_crl_badfile()
-        || e.is_ssl_issuer_error()
-        || e.is_ssl_shutdown_failed()
-        || e.is_ssl_engine_notfound()
-        || e.is_ssl_engine_setfailed()
-        || e.is_ssl_engine_initfailed()
-        || e.is_use_ssl_failed()
-        || matches!(
-            code(&e),
-            CURLE_SSL_PINNEDPUBKEYNOTMATCH
-                | CURLE_SSL_INVALIDCERTSTATUS
-                | CURLE_SSL_CLIENTCERT
-                | CURLE_ECH_REQUIRED
-        )
-    {
-        ErrorKind::Tls
     } else if e.is_couldnt_resolve_proxy() || code(&e) == CURLE_PROXY {
         ErrorKind::Proxy
     } else if e.is_filesize_exceeded() || code(&e) == CURLE_TOO_LARGE {
@@ -141,6 +149,47 @@ pub(crate) fn map(e: curl::Error, cx: FailureContext) -> Error {
         ErrorKind::Io
     };
     Error::new(kind, msg).with_source(e)
+}
+
+/// The CURLcodes that are TLS failures whatever their message.
+fn is_tls_code(e: &curl::Error) -> bool {
+    e.is_ssl_connect_error()
+        || e.is_peer_failed_verification()
+        || e.is_ssl_certproblem()
+        || e.is_ssl_cipher()
+        || e.is_ssl_cacert_badfile()
+        || e.is_ssl_crl_badfile()
+        || e.is_ssl_issuer_error()
+        || e.is_ssl_shutdown_failed()
+        || e.is_ssl_engine_notfound()
+        || e.is_ssl_engine_setfailed()
+        || e.is_ssl_engine_initfailed()
+        || e.is_use_ssl_failed()
+        || matches!(
+            code(e),
+            CURLE_SSL_PINNEDPUBKEYNOTMATCH
+                | CURLE_SSL_INVALIDCERTSTATUS
+                | CURLE_SSL_CLIENTCERT
+                | CURLE_ECH_REQUIRED
+        )
+}
+
+/// `Some(Proxy)` when a failure of an exchange through a proxy is the
+/// proxy's: it could not be reached or resolved, refused the CONNECT
+/// (libcurl says COULDNT_CONNECT and records the status as the connect
+/// code), failed the SOCKS handshake (CURLE_PROXY), or broke the connection
+/// before the tunnel was up. libcurl only ever connects to the proxy, so
+/// any connect failure is one. Timeouts keep their own kind.
+fn proxy_failure(e: &curl::Error, cx: &FailureContext) -> Option<ErrorKind> {
+    let refused = cx.connect_code.is_some_and(|c| !(200..300).contains(&c));
+    let before_request =
+        !cx.request_started && (e.is_recv_error() || e.is_send_error() || e.is_got_nothing());
+    let proxy_fault = refused
+        || e.is_couldnt_connect()
+        || e.is_couldnt_resolve_proxy()
+        || code(e) == CURLE_PROXY
+        || before_request;
+    (proxy_fault && !e.is_operation_timedout()).then_some(ErrorKind::Proxy)
 }
 
 /// Maps an error curl returned while the transfer was being configured.

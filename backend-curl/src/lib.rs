@@ -4,7 +4,11 @@
 //! request the way WebCore's curl `ResourceHandleManager` sets them
 //! (`convert`), and every easy handle runs on one `curl::multi::Multi`
 //! driven by a thread of its own (`driver`), as WebCore's curl layer drives
-//! one multi handle. libcurl is built from its bundled source, with OpenSSL.
+//! one multi handle. libcurl is built from its bundled source, with OpenSSL
+//! and nghttp2: HTTP/2 by ALPN or prior knowledge, multiplexed on one
+//! connection per origin. TLS trusts exactly the manager's roots
+//! (`tls`), and each exchange goes through the proxy the manager chose for
+//! it, or none (`proxy`).
 //!
 //! Policy lives in handle-api; this backend owns only the wire. curl's own
 //! policies are off: no redirect following, no cookie engine, no content
@@ -25,6 +29,8 @@
 mod convert;
 mod driver;
 mod error;
+mod proxy;
+mod tls;
 mod wire;
 
 use std::sync::Arc;
@@ -47,7 +53,8 @@ pub struct CurlHandleManager {
 }
 
 impl CurlHandleManager {
-    /// Starts the driver thread with `config`'s host overrides and pool settings.
+    /// Starts the driver thread with `config`'s host overrides, pool and TLS
+    /// settings.
     pub fn new(config: &BackendConfig) -> Result<Self> {
         Ok(CurlHandleManager {
             driver: driver::spawn(config)?,
@@ -66,16 +73,10 @@ fn capabilities() -> Capabilities {
     Capabilities::new()
         .with(Capability::Http1)
         .with(Capability::Https)
-        .without(
-            Capability::Http2,
-            "the bundled libcurl is built without nghttp2; HTTP/2 comes with a later issue",
-        )
-        .without(Capability::Proxy, "comes with the proxy support")
-        .without(Capability::Socks5, "comes with the proxy support")
-        .without(
-            Capability::ClientCertificate,
-            "comes with the TLS settings of the manager",
-        )
+        .with(Capability::Http2)
+        .with(Capability::Proxy)
+        .with(Capability::Socks5)
+        .with(Capability::ClientCertificate)
 }
 
 impl ResourceHandleManager for CurlHandleManager {

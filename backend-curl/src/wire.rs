@@ -1,9 +1,12 @@
 //! What curl-rust does not wrap, set through curl-sys: CURLOPT_PREREQFUNCTION
 //! (libcurl calls it each time a request is about to go out on an
 //! established or reused connection), CURLOPT_FORBID_REUSE set while a
-//! transfer runs, and a CURLOPT_HTTPHEADER list of raw bytes (curl-rust's
-//! `List` takes UTF-8 only, but a field value may carry obs-text). This is
-//! the only `unsafe` of the crate.
+//! transfer runs, a CURLOPT_HTTPHEADER list of raw bytes (curl-rust's
+//! `List` takes UTF-8 only, but a field value may carry obs-text), the trust
+//! store options (CAINFO and CAPATH cleared, CAINFO_BLOB without a copy),
+//! CURLOPT_HEADEROPT, CURLOPT_SUPPRESS_CONNECT_HEADERS, the long-valued
+//! `curl_easy_getinfo` items, and OpenSSL's verify mode on the `SSL_CTX`.
+//! This is the only `unsafe` of the crate.
 //!
 //! The prereq callback is how the backend knows two things libcurl keeps to
 //! itself: when the connection is up (the idle timeout starts there, not
@@ -16,6 +19,7 @@
 
 use std::cell::Cell;
 use std::os::raw::{c_char, c_int, c_long, c_void};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// CURLOPT_PREREQFUNCTION (libcurl 7.80), CURLOPTTYPE_FUNCTIONPOINT + 312.
@@ -24,6 +28,15 @@ const CURLOPT_PREREQFUNCTION: curl_sys::CURLoption = curl_sys::CURLOPTTYPE_FUNCT
 const CURLOPT_PREREQDATA: curl_sys::CURLoption = curl_sys::CURLOPTTYPE_OBJECTPOINT + 313;
 /// CURLOPT_FORBID_REUSE, CURLOPTTYPE_LONG + 75.
 const CURLOPT_FORBID_REUSE: curl_sys::CURLoption = curl_sys::CURLOPTTYPE_LONG + 75;
+/// CURLOPT_HEADEROPT, CURLOPTTYPE_VALUES (= LONG) + 229.
+const CURLOPT_HEADEROPT: curl_sys::CURLoption = curl_sys::CURLOPTTYPE_LONG + 229;
+/// CURLHEADER_SEPARATE: CURLOPT_HTTPHEADER goes to the origin only,
+/// CURLOPT_PROXYHEADER to the proxy only.
+const CURLHEADER_SEPARATE: c_long = 1;
+/// CURLOPT_SUPPRESS_CONNECT_HEADERS, CURLOPTTYPE_LONG + 265.
+const CURLOPT_SUPPRESS_CONNECT_HEADERS: curl_sys::CURLoption = curl_sys::CURLOPTTYPE_LONG + 265;
+/// CURLINFO_HTTP_CONNECTCODE, CURLINFO_LONG + 22.
+pub(crate) const CURLINFO_HTTP_CONNECTCODE: curl_sys::CURLINFO = curl_sys::CURLINFO_LONG + 22;
 const CURL_PREREQFUNC_OK: c_int = 0;
 const CURL_PREREQFUNC_ABORT: c_int = 1;
 
@@ -179,4 +192,112 @@ impl Drop for RawList {
             unsafe { curl_sys::curl_slist_free_all(self.0) };
         }
     }
+}
+
+/// Clears CURLOPT_CAINFO and CURLOPT_CAPATH, which curl-rust sets on every
+/// new easy handle to the files `openssl-probe` found: the roots a transfer
+/// trusts are the backend's blob and nothing else.
+pub(crate) fn clear_ca_locations(raw: *mut curl_sys::CURL) -> Result<(), curl::Error> {
+    for option in [curl_sys::CURLOPT_CAINFO, curl_sys::CURLOPT_CAPATH] {
+        // SAFETY: both options take a C string; NULL restores libcurl's
+        // built-in default, which the bundled build leaves empty.
+        let rc = unsafe { curl_sys::curl_easy_setopt(raw, option, std::ptr::null::<c_char>()) };
+        if rc != curl_sys::CURLE_OK {
+            return Err(curl::Error::new(rc));
+        }
+    }
+    Ok(())
+}
+
+/// Sets CURLOPT_CAINFO_BLOB to `pem` without libcurl copying it: the bundle
+/// is built once per backend and may hold the whole system store. The
+/// caller keeps a clone of `pem` for as long as the easy handle lives
+/// (libcurl duplicates the blob into each connection it opens).
+pub(crate) fn set_ca_blob(raw: *mut curl_sys::CURL, pem: &Arc<[u8]>) -> Result<(), curl::Error> {
+    let mut blob = curl_sys::curl_blob {
+        data: pem.as_ptr() as *mut c_void,
+        len: pem.len(),
+        flags: curl_sys::CURL_BLOB_NOCOPY,
+    };
+    // SAFETY: libcurl copies the `curl_blob` struct itself; the bytes it
+    // points at outlive the easy handle (see above) and are never written.
+    let rc = unsafe {
+        curl_sys::curl_easy_setopt(
+            raw,
+            curl_sys::CURLOPT_CAINFO_BLOB,
+            &mut blob as *mut curl_sys::curl_blob,
+        )
+    };
+    if rc != curl_sys::CURLE_OK {
+        return Err(curl::Error::new(rc));
+    }
+    Ok(())
+}
+
+/// CURLOPT_HEADEROPT = CURLHEADER_SEPARATE and
+/// CURLOPT_SUPPRESS_CONNECT_HEADERS = 1: the origin's headers never go into
+/// a CONNECT, and the proxy's answer to the CONNECT never reaches the header
+/// callback (it is not the origin's response).
+pub(crate) fn separate_proxy_headers(raw: *mut curl_sys::CURL) -> Result<(), curl::Error> {
+    for (option, value) in [
+        (CURLOPT_HEADEROPT, CURLHEADER_SEPARATE),
+        (CURLOPT_SUPPRESS_CONNECT_HEADERS, 1),
+    ] {
+        // SAFETY: both options take a long.
+        let rc = unsafe { curl_sys::curl_easy_setopt(raw, option, value) };
+        if rc != curl_sys::CURLE_OK {
+            return Err(curl::Error::new(rc));
+        }
+    }
+    Ok(())
+}
+
+/// A long-valued `curl_easy_getinfo` item; `None` if libcurl has none.
+pub(crate) fn long_info(raw: *mut curl_sys::CURL, info: curl_sys::CURLINFO) -> Option<i64> {
+    let mut value: c_long = 0;
+    // SAFETY: `raw` is a live easy handle and `info` a CURLINFO_LONG item,
+    // which writes one long.
+    let rc = unsafe { curl_sys::curl_easy_getinfo(raw, info, &mut value as *mut c_long) };
+    // c_long is 32 bits on some platforms, 64 here.
+    #[allow(clippy::useless_conversion)]
+    let value = i64::from(value);
+    (rc == curl_sys::CURLE_OK).then_some(value)
+}
+
+/// Makes OpenSSL fail the handshake itself when the server's chain does not
+/// verify (`SSL_VERIFY_PEER`), instead of libcurl's default of finishing
+/// the handshake and checking the host name before the chain. That puts the
+/// chain's problems (issuer, validity) ahead of the host name's, in the
+/// order rustls reports them, so a certificate with several problems gets
+/// the same [`TlsProblem`](handle_api::TlsProblem) on every backend.
+pub(crate) fn verify_peer_in_handshake(ssl_ctx: *mut c_void) {
+    if ssl_ctx.is_null() {
+        return;
+    }
+    // SAFETY: libcurl hands CURLOPT_SSL_CTX_FUNCTION the `SSL_CTX *` of the
+    // connection being set up, built by the same OpenSSL openssl-sys links.
+    unsafe {
+        openssl_sys::SSL_CTX_set_verify(
+            ssl_ctx as *mut openssl_sys::SSL_CTX,
+            openssl_sys::SSL_VERIFY_PEER,
+            Some(verify_callback),
+        );
+    }
+}
+
+/// OpenSSL's verdict on each certificate of the chain, kept as it is. On a
+/// failure the thread's error queue is emptied first: a failed signature
+/// check leaves low-level errors (`asn1 encoding routines::EVP lib`) that
+/// would come before OpenSSL's CERTIFICATE_VERIFY_FAILED, and libcurl only
+/// records the verify result (CURLINFO_SSL_VERIFYRESULT) when the earliest
+/// error of the queue is that one.
+extern "C" fn verify_callback(
+    preverify_ok: c_int,
+    _store: *mut openssl_sys::X509_STORE_CTX,
+) -> c_int {
+    if preverify_ok == 0 {
+        // SAFETY: clears this thread's OpenSSL error queue; no pointers involved.
+        unsafe { openssl_sys::ERR_clear_error() };
+    }
+    preverify_ok
 }

@@ -776,8 +776,8 @@ fn dropping_the_manager_lets_running_loads_finish() {
 }
 
 #[test]
-fn http2_is_unsupported() {
-    let server = echo_server();
+fn prior_knowledge_against_an_http1_server_is_protocol() {
+    let server = scripted(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
     let nam = server.nam();
     let mut h = nam.load(
         ResourceRequest::get(server.url("/"))
@@ -785,8 +785,27 @@ fn http2_is_unsupported() {
             .build()
             .unwrap(),
     );
-    assert_eq!(
-        h.response_blocking().unwrap_err().kind(),
-        ErrorKind::Unsupported
-    );
+    let e = h.response_blocking().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e:?}");
+}
+
+#[test]
+fn an_http2_status_line_over_http1_is_protocol() {
+    // Offering h2 (which cleartext cannot negotiate) does not make an
+    // `HTTP/2` status line on an HTTP/1.1 connection acceptable.
+    for pref in [
+        handle_api::HttpVersionPref::Http1,
+        handle_api::HttpVersionPref::Http2,
+    ] {
+        let server = scripted(b"HTTP/2 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let nam = server.nam();
+        let mut h = nam.load(
+            ResourceRequest::get(server.url("/"))
+                .http_version(pref)
+                .build()
+                .unwrap(),
+        );
+        let e = h.response_blocking().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol, "{pref:?}: {e:?}");
+    }
 }

@@ -3,11 +3,13 @@
 
 use std::io::{self, Read};
 
-use handle_api::http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use handle_api::http::header::{
+    HeaderValue, CONTENT_LENGTH, PROXY_AUTHORIZATION, TRANSFER_ENCODING,
+};
 use handle_api::http::{self, Method, Uri, Version};
 use handle_api::{
-    BackendConfig, BodyFraming, Error, ErrorKind, HttpVersionPref, ResponseHead, UploadBody,
-    WireRequest,
+    BackendConfig, BodyFraming, Error, ErrorKind, HttpVersionPref, ProxyScheme, ResponseHead,
+    UploadBody, WireRequest,
 };
 use ureq::config::{AutoHeaderValue, Config};
 use ureq::{Agent, SendBody};
@@ -35,7 +37,10 @@ pub(crate) fn agent_config(config: &BackendConfig) -> Config {
         .user_agent(AutoHeaderValue::None)
         .accept(AutoHeaderValue::None)
         .accept_encoding(AutoHeaderValue::None)
-        // Proxies come from handle-api's configuration later, never from ureq's environment lookup.
+        // ureq's default reads ALL_PROXY / HTTPS_PROXY / HTTP_PROXY from the
+        // environment. The proxy is handle-api's choice, per exchange: each
+        // route has its own agent and connector (see `agents.rs`), and ureq's
+        // own proxy support stays off.
         .proxy(None)
         .https_only(false)
         .allow_non_standard_methods(true)
@@ -51,22 +56,29 @@ pub(crate) fn agent_config(config: &BackendConfig) -> Config {
 }
 
 /// Refuses what this backend cannot put on the wire, before any I/O.
+///
+/// HTTP/2: `Http2` asks for h2 *if the server and client agree on it*
+/// (ALPN over TLS; HTTP/1.1 over cleartext). This client offers only
+/// `http/1.1` in ALPN, so the negotiation honestly ends in HTTP/1.1, as it
+/// does against any server without h2: the request goes out as HTTP/1.1 and
+/// the response reports that version. `Http2PriorKnowledge` leaves nothing
+/// to negotiate (it demands h2 frames from the first byte), so it is
+/// refused as `unsupported`.
 pub(crate) fn check(request: &WireRequest) -> Result<(), Error> {
     match request.http_version {
-        HttpVersionPref::Http1 => {}
-        HttpVersionPref::Http2 | HttpVersionPref::Http2PriorKnowledge => {
-            return Err(Error::new(ErrorKind::Unsupported, "ureq has no HTTP/2"));
+        HttpVersionPref::Http1 | HttpVersionPref::Http2 => {}
+        HttpVersionPref::Http2PriorKnowledge => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "ureq has no HTTP/2, so it cannot speak h2 with prior knowledge",
+            ));
         }
     }
     match request.url.scheme() {
-        "http" => Ok(()),
-        "https" => Err(Error::new(
-            ErrorKind::Unsupported,
-            "https is not built into the ureq backend yet: TLS comes with the rustls provider",
-        )),
+        "http" | "https" => Ok(()),
         other => Err(Error::new(
             ErrorKind::UnsupportedScheme,
-            format!("the ureq backend speaks http, not {other}"),
+            format!("the ureq backend speaks http and https, not {other}"),
         )),
     }
 }
@@ -114,6 +126,16 @@ pub(crate) fn split(wire: WireRequest) -> Result<(Outgoing, SendBody<'static>), 
         .with_source(e)
     })?;
     let mut headers = wire.headers;
+    if let Some(proxy) = &wire.proxy {
+        // A forwarded request (http through an HTTP proxy) carries the
+        // proxy's credentials itself, preemptively; a tunnel carries them
+        // in its CONNECT only, and SOCKS in its own handshake.
+        if proxy.scheme() == ProxyScheme::Http && url.scheme() == "http" {
+            if let Some(value) = proxy.basic_authorization() {
+                headers.insert(PROXY_AUTHORIZATION, value);
+            }
+        }
+    }
     let body = UploadReader(wire.body);
     let framing = match wire.framing {
         // ureq always frames a POST, PUT or PATCH body (chunked when no length

@@ -15,6 +15,7 @@ use std::time::Duration;
 use handle_api::{Bytes, Error, ErrorKind, Exchange, ExchangeSink, WireRequest};
 use ureq::{Agent, SendBody};
 
+use crate::agents::Agents;
 use crate::convert;
 use crate::error::{self, Stage};
 use crate::transport::Watch;
@@ -34,7 +35,7 @@ pub(crate) struct Driver {
 }
 
 struct Shared {
-    agent: Agent,
+    agents: Agents,
     /// Response-head limits (bytes, fields) for the transport's filter.
     limits: (usize, usize),
     state: Mutex<State>,
@@ -57,10 +58,10 @@ impl Shared {
 }
 
 impl Driver {
-    pub(crate) fn new(agent: Agent, limits: (usize, usize)) -> Self {
+    pub(crate) fn new(agents: Agents, limits: (usize, usize)) -> Self {
         Driver {
             shared: Arc::new(Shared {
-                agent,
+                agents,
                 limits,
                 state: Mutex::new(State::default()),
                 work: Condvar::new(),
@@ -135,13 +136,13 @@ fn worker(shared: Arc<Shared>) {
         // A panic inside ureq must not take the worker down: the sink, dropped
         // while unwinding, fails the load.
         let _ = catch_unwind(AssertUnwindSafe(|| {
-            run(&shared.agent, shared.limits, exchange)
+            run(&shared.agents, shared.limits, exchange)
         }));
     }
 }
 
 /// Runs one exchange to its end and reports exactly one outcome.
-fn run(agent: &Agent, limits: (usize, usize), exchange: Exchange) {
+fn run(agents: &Agents, limits: (usize, usize), exchange: Exchange) {
     let Exchange {
         request: wire,
         mut sink,
@@ -155,11 +156,12 @@ fn run(agent: &Agent, limits: (usize, usize), exchange: Exchange) {
         sink.fail(e);
         return;
     }
+    let agent = agents.get(wire.proxy.as_ref());
     let watch = Watch::new(wire.method == handle_api::http::Method::HEAD, limits);
     let on_cancel = watch.clone();
     sink.on_cancel(move || on_cancel.cancel());
     let guard = watch.enter();
-    let outcome = transfer(agent, wire, &mut sink, &watch);
+    let outcome = transfer(&agent, wire, &mut sink, &watch);
     // Detach from the socket before reporting the end, so the application
     // cannot cancel into a connection that already serves another exchange.
     drop(guard);

@@ -11,7 +11,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
-use handle_api::{Error, ErrorKind, TimeoutPhase};
+use handle_api::{Error, ErrorKind, TimeoutPhase, TlsProblem};
 
 use crate::framing::Refusal;
 
@@ -108,6 +108,106 @@ impl StdError for ResolveError {
     }
 }
 
+/// The TLS handshake or session failed: a certificate the verifier refused,
+/// an alert from the server, a broken record, or the connection lost during
+/// the handshake.
+#[derive(Debug)]
+pub(crate) struct TlsFailure {
+    problem: TlsProblem,
+    source: Box<dyn StdError + Send + Sync>,
+}
+
+impl TlsFailure {
+    pub(crate) fn from_rustls(e: rustls::Error) -> Self {
+        TlsFailure {
+            problem: crate::tls::problem(&e),
+            source: Box::new(e),
+        }
+    }
+
+    /// The connection failed under the handshake (closed, reset).
+    pub(crate) fn handshake(e: io::Error) -> Self {
+        TlsFailure::new(TlsProblem::Handshake, e)
+    }
+
+    pub(crate) fn new(
+        problem: TlsProblem,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        TlsFailure {
+            problem,
+            source: source.into(),
+        }
+    }
+
+    fn to_error(&self) -> Error {
+        Error::tls(self.problem, self.to_string())
+    }
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.problem {
+            TlsProblem::UntrustedIssuer => {
+                "the server's certificate is not issued by a trusted root"
+            }
+            TlsProblem::Expired => "the server's certificate has expired or is not valid yet",
+            TlsProblem::WrongHost => "the server's certificate is not valid for the host name",
+            TlsProblem::ClientCertificate => "the server refused the client certificate",
+            _ => "the TLS handshake failed",
+        };
+        write!(f, "{what}: {}", self.source)
+    }
+}
+
+impl StdError for TlsFailure {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// The proxy could not be reached, refused the tunnel, or failed the SOCKS5
+/// handshake.
+#[derive(Debug)]
+pub(crate) struct ProxyFailure {
+    message: String,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl ProxyFailure {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        ProxyFailure {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+}
+
+impl fmt::Display for ProxyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(s) => write!(f, "{}: {s}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl StdError for ProxyFailure {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
+    }
+}
+
 /// The connection broke (a reset) while reading: raised by the transport
 /// instead of the plain io::Error, which ureq would take for a clean close.
 #[derive(Debug)]
@@ -184,10 +284,15 @@ pub(crate) fn from_ureq(e: ureq::Error, stage: Stage) -> Error {
         }
         U::Io(io) => return from_io(io, stage),
         U::Other(o) => {
+            if let Some(t) = o.downcast_ref::<TlsFailure>() {
+                return t.to_error().with_source(o);
+            }
             let kind = if o.is::<ResolveError>() {
                 ErrorKind::Dns
             } else if o.is::<ConnectError>() {
                 ErrorKind::Connect
+            } else if o.is::<ProxyFailure>() {
+                ErrorKind::Proxy
             } else {
                 ErrorKind::Io
             };
@@ -215,6 +320,12 @@ pub(crate) fn from_io(e: io::Error, stage: Stage) -> Error {
     }
     if e.get_ref().is_some_and(|i| i.is::<CancelledIo>()) {
         return Error::cancelled();
+    }
+    if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<TlsFailure>()) {
+        return t.to_error().with_source(e);
+    }
+    if e.get_ref().is_some_and(|i| i.is::<ProxyFailure>()) {
+        return Error::new(ErrorKind::Proxy, e.to_string()).with_source(e);
     }
     if let Some(FilterRefusal(r)) = e.get_ref().and_then(|i| i.downcast_ref::<FilterRefusal>()) {
         return match (r, stage) {

@@ -1,5 +1,6 @@
-//! The resource-handle backend over [ureq] 3: blocking HTTP/1.1, run on
-//! worker threads the backend owns.
+//! The resource-handle backend over [ureq] 3: blocking HTTP/1.1 (over TLS
+//! for https, through HTTP and SOCKS5 proxies), run on worker threads the
+//! backend owns.
 //!
 //! **Policy lives once, in handle-api; a backend owns only the wire.** This
 //! crate maps each [`WireRequest`](handle_api::WireRequest) onto ureq's
@@ -13,10 +14,16 @@
 //! off at run time, and with them ureq would decode bodies and store cookies
 //! on its own. The workspace depends on ureq with default features off.
 //!
+//! ureq's TLS and SOCKS features stay off as well: TLS (rustls, ring
+//! provider) and the proxy handshakes run inside this crate's transport, so
+//! that a cancel, the response filter and the timing see every connection
+//! the same way (`tls.rs` and `proxy.rs` say more).
+//!
 //! The files are the same in every backend crate: `convert.rs` (request →
 //! ureq), `error.rs` (ureq error → kind), `driver.rs` (the worker threads);
-//! `transport.rs` holds the resolver for host overrides and the TCP
-//! transport that lets a cancel abort a blocked exchange.
+//! `transport.rs` holds the resolver for host overrides and the transport
+//! that lets a cancel abort a blocked exchange, `agents.rs` the agent (and
+//! connection pool) of each route, `tls.rs` and `proxy.rs` the handshakes.
 //!
 //! ```no_run
 //! use handle_api::{NetworkAccessManager, ResourceRequest};
@@ -32,10 +39,13 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod agents;
 mod convert;
 mod driver;
 mod error;
 mod framing;
+mod proxy;
+mod tls;
 mod transport;
 
 use std::sync::Arc;
@@ -44,13 +54,13 @@ use handle_api::{
     BackendConfig, Capabilities, Capability, Error, ErrorKind, Exchange, ResourceHandleManager,
     Result,
 };
-use ureq::Agent;
 
+use crate::agents::Agents;
 use crate::driver::Driver;
-use crate::transport::{OverrideResolver, WatchedTcpConnector};
 
-/// The ureq backend: one `ureq::Agent` (its connection pool shared by all
-/// loads) and the worker threads that run exchanges on it.
+/// The ureq backend: a `ureq::Agent` per route (direct, or through one
+/// proxy), each with the connection pool its loads share, and the worker
+/// threads that run exchanges on them.
 ///
 /// `start` only queues the exchange, so it returns at once from any thread,
 /// inside or outside an async runtime.
@@ -60,8 +70,9 @@ pub struct UreqHandleManager {
 }
 
 impl UreqHandleManager {
-    /// Creates the backend for `config`: host overrides, pool size per host
-    /// and idle timeout of pooled connections.
+    /// Creates the backend for `config`: host overrides, pool size per host,
+    /// idle timeout of pooled connections, and TLS settings. A client
+    /// identity rustls cannot use is a `tls` error here.
     pub fn new(config: &BackendConfig) -> Result<Self> {
         if config.max_response_headers > convert::MAX_FIELDS {
             // ureq-proto parses at most this many fields, whatever is configured.
@@ -74,14 +85,14 @@ impl UreqHandleManager {
                 ),
             ));
         }
-        let agent = Agent::with_parts(
+        let agents = Agents::new(
             convert::agent_config(config),
-            WatchedTcpConnector,
-            OverrideResolver::new(config.resolve.clone()),
+            config.resolve.clone(),
+            tls::client_config(&config.tls)?,
         );
         Ok(UreqHandleManager {
             driver: Driver::new(
-                agent,
+                agents,
                 (config.max_response_head_bytes, config.max_response_headers),
             ),
             capabilities: capabilities(),
@@ -94,19 +105,11 @@ pub fn capabilities() -> Capabilities {
     Capabilities::new()
         .with(Capability::Http1)
         .without(Capability::Http2, "ureq has no HTTP/2")
-        .without(Capability::Https, "TLS comes with the rustls provider")
-        .without(
-            Capability::Proxy,
-            "proxies are not wired into the ureq backend yet",
-        )
-        .without(
-            Capability::Socks5,
-            "proxies are not wired into the ureq backend yet",
-        )
-        .without(
-            Capability::ClientCertificate,
-            "TLS comes with the rustls provider",
-        )
+        .with(Capability::Https)
+        .with(Capability::ClientCertificate)
+        .with(Capability::Proxy)
+        // socks5 and socks5h, with username/password (RFC 1929).
+        .with(Capability::Socks5)
 }
 
 /// Creates the backend as a [`BackendFactory`](handle_api::BackendFactory)

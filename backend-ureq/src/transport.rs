@@ -1,14 +1,24 @@
 //! How ureq reaches the network here: host overrides as a [`Resolver`], and
-//! plain TCP as a [`Connector`] whose sockets the backend can shut down.
+//! one [`Connector`] that makes the whole connection (TCP, the proxy's
+//! handshake, TLS) over a socket the backend can shut down.
 //!
 //! ureq has no cancel API and its own `TcpTransport` keeps the socket to
-//! itself, so this module makes the TCP connections and owns the transport.
+//! itself, so this module makes the connections and owns the transport.
 //! Each exchange runs under a [`Watch`] set for its worker thread: the
 //! transport registers its socket with the watch on every read and write, so a
 //! cancel can `shutdown(Both)` the socket and wake a worker blocked waiting
 //! for the response head or a body byte. The watch also collects what the
 //! library does not report: the peer address, the load timing, and the
 //! reason phrase of the status line as received.
+//!
+//! A connector serves one route, fixed when its agent is made (see
+//! `agents.rs`): direct, or through one proxy. Through an HTTP proxy an http
+//! url is forwarded: the connection goes to the proxy and the transport
+//! writes the request line in absolute form (ureq writes origin form only,
+//! and its own proxy support always tunnels). An https url goes through a
+//! CONNECT tunnel, and any url through SOCKS5 (`proxy.rs`). TLS, when the
+//! url is https, is layered over whatever the route gave (`tls.rs`), below
+//! the response filter, which so always sees plaintext.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -18,7 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use handle_api::{HostOverrides, LoadTiming, Resolution};
+use handle_api::{HostOverrides, LoadTiming, Proxy, ProxyScheme, Resolution};
+use rustls::{ClientConfig, ClientConnection};
 use ureq::config::Config;
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
@@ -28,8 +39,13 @@ use ureq::unversioned::transport::{
 };
 use ureq::Timeout;
 
-use crate::error::{CancelledIo, ConnectError, ConnectionBroken, FilterRefusal, ResolveError};
+use crate::error::{
+    CancelledIo, ConnectError, ConnectionBroken, FilterRefusal, ProxyFailure, ResolveError,
+    TlsFailure,
+};
 use crate::framing::ResponseFilter;
+use crate::proxy::{self, SocksTarget};
+use crate::tls;
 
 /// The shortest attempt given to one address when several share a budget.
 const MIN_ATTEMPT: Duration = Duration::from_millis(10);
@@ -68,6 +84,7 @@ struct WatchState {
     socket: Option<Arc<Socket>>,
     dns: Option<Duration>,
     connect: Option<Duration>,
+    tls: Option<Duration>,
     last_write: Option<Duration>,
     request_sent: Option<Duration>,
     first_byte: Option<Duration>,
@@ -221,7 +238,7 @@ impl Watch {
         LoadTiming {
             dns: st.dns,
             connect: st.connect,
-            tls: None,
+            tls: st.tls,
             request_sent: st.request_sent,
             first_byte: st.first_byte,
             complete: None,
@@ -268,6 +285,11 @@ impl Watch {
     fn record_connect(&self) {
         let at = self.elapsed();
         lock(&self.state).connect = Some(at);
+    }
+
+    fn record_tls(&self) {
+        let at = self.elapsed();
+        lock(&self.state).tls = Some(at);
     }
 
     fn record_request(&self, reused: bool) {
@@ -353,6 +375,9 @@ impl Socket {
 pub(crate) struct OverrideResolver {
     overrides: HostOverrides,
     system: DefaultResolver,
+    /// The route's proxy resolves the origin's name (an HTTP proxy, or
+    /// `socks5h`): ureq's lookup of the origin is answered with no address.
+    remote: bool,
 }
 
 impl OverrideResolver {
@@ -360,7 +385,15 @@ impl OverrideResolver {
         OverrideResolver {
             overrides,
             system: DefaultResolver::default(),
+            remote: false,
         }
+    }
+
+    /// The resolver of an agent whose connections go through `proxy`.
+    pub(crate) fn for_route(overrides: HostOverrides, proxy: Option<&Proxy>) -> Self {
+        let mut r = OverrideResolver::new(overrides);
+        r.remote = proxy.is_some_and(|p| p.scheme() != ProxyScheme::Socks5);
+        r
     }
 }
 
@@ -373,6 +406,9 @@ impl Resolver for OverrideResolver {
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         if let Some(r) = with_current(Watch::check) {
             r?;
+        }
+        if self.remote {
+            return Ok(self.empty());
         }
         let host = uri.host().unwrap_or_default();
         let port = uri.port_u16().unwrap_or_else(|| {
@@ -410,12 +446,196 @@ impl Resolver for OverrideResolver {
     }
 }
 
-/// Opens plain TCP connections (no proxy, no TLS) as [`WatchedTcp`] transports.
-#[derive(Debug, Default)]
-pub(crate) struct WatchedTcpConnector;
+/// Makes the connections of one route (direct, or through one proxy) as
+/// [`WatchedTransport`]s: TCP, the proxy's handshake, then TLS for https.
+#[derive(Debug)]
+pub(crate) struct WatchedConnector {
+    proxy: Option<Proxy>,
+    tls: Arc<ClientConfig>,
+    /// Resolves the proxy's own name, through the host overrides too.
+    proxy_resolver: OverrideResolver,
+}
 
-impl Connector<()> for WatchedTcpConnector {
-    type Out = WatchedTcp;
+impl WatchedConnector {
+    pub(crate) fn new(
+        proxy: Option<Proxy>,
+        tls: Arc<ClientConfig>,
+        overrides: HostOverrides,
+    ) -> Self {
+        WatchedConnector {
+            proxy,
+            tls,
+            proxy_resolver: OverrideResolver::new(overrides),
+        }
+    }
+
+    /// A TCP connection to the proxy; failing to find or reach it is a proxy error.
+    fn connect_proxy(
+        &self,
+        proxy: &Proxy,
+        details: &ConnectionDetails,
+        budget: &Budget,
+    ) -> Result<TcpStream, ureq::Error> {
+        let host = if proxy.host().contains(':') {
+            format!("[{}]", proxy.host())
+        } else {
+            proxy.host().to_owned()
+        };
+        let uri: Uri = format!("http://{host}:{}/", proxy.port())
+            .parse()
+            .map_err(|e| {
+                ureq::Error::Other(Box::new(
+                    ProxyFailure::new(format!("{proxy} is not a usable proxy address"))
+                        .with_source(e),
+                ))
+            })?;
+        let addrs = match self
+            .proxy_resolver
+            .resolve(&uri, details.config, budget.next()?)
+        {
+            Err(ureq::Error::Other(o)) if o.is::<ResolveError>() => {
+                return Err(ureq::Error::Other(Box::new(
+                    ProxyFailure::new(format!("cannot find the proxy {proxy}")).with_source(o),
+                )))
+            }
+            r => r?,
+        };
+        match connect(&addrs, budget.next()?) {
+            Err(ureq::Error::Other(o)) if o.is::<ConnectError>() => {
+                Err(ureq::Error::Other(Box::new(
+                    ProxyFailure::new(format!("cannot reach the proxy {proxy}")).with_source(o),
+                )))
+            }
+            r => r,
+        }
+    }
+
+    /// The proxy's handshake on a fresh connection; for an http url through
+    /// an HTTP proxy, the absolute-form prefix of its request lines instead.
+    fn proxy_handshake(
+        proxy: &Proxy,
+        details: &ConnectionDetails,
+        stream: &TcpStream,
+        budget: &Budget,
+    ) -> Result<Option<Vec<u8>>, ureq::Error> {
+        let uri = details.uri;
+        let https = details.needs_tls();
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let limits = with_current(|w| w.limits).unwrap_or((usize::MAX, usize::MAX));
+        let done = budget.apply(stream).and_then(|()| match proxy.scheme() {
+            ProxyScheme::Http if !https => Ok(()),
+            ProxyScheme::Http => proxy::connect_tunnel(
+                stream,
+                &format!("{host}:{port}"),
+                proxy.basic_authorization().as_ref(),
+                limits.0,
+            ),
+            ProxyScheme::Socks5 => match details.addrs.first() {
+                Some(addr) => proxy::socks5(stream, SocksTarget::Addr(*addr), proxy.credentials()),
+                None => Err(io::Error::other(ProxyFailure::new(format!(
+                    "{host} has no address to hand to the SOCKS5 proxy"
+                )))),
+            },
+            ProxyScheme::Socks5h => {
+                proxy::socks5(stream, SocksTarget::Name(host, port), proxy.credentials())
+            }
+            other => Err(io::Error::other(ProxyFailure::new(format!(
+                "the ureq backend cannot speak to a {} proxy",
+                other.as_str()
+            )))),
+        });
+        done.map_err(|e| {
+            handshake_error(e, budget, |e| {
+                Box::new(
+                    ProxyFailure::new(format!("the handshake with the proxy {proxy} failed"))
+                        .with_source(e),
+                )
+            })
+        })?;
+        if proxy.scheme() == ProxyScheme::Http && !https {
+            let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
+            return Ok(Some(format!("http://{authority}").into_bytes()));
+        }
+        Ok(None)
+    }
+}
+
+/// An I/O error of a handshake (the proxy's or TLS) as ureq's error: a
+/// timeout of the connect budget, a cancel, the failure the handshake
+/// described, or else what `wrap` makes of the broken connection.
+fn handshake_error(
+    e: io::Error,
+    budget: &Budget,
+    wrap: impl FnOnce(io::Error) -> Box<dyn std::error::Error + Send + Sync>,
+) -> ureq::Error {
+    if with_current(Watch::is_cancelled).unwrap_or(false) {
+        return ureq::Error::Io(io::Error::other(CancelledIo));
+    }
+    if is_timeout(&e) {
+        return ureq::Error::Timeout(budget.reason);
+    }
+    if e.get_ref()
+        .is_some_and(|i| i.is::<ProxyFailure>() || i.is::<TlsFailure>())
+    {
+        if let Some(inner) = e.into_inner() {
+            return ureq::Error::Other(inner);
+        }
+        return ureq::Error::Other(wrap(io::Error::other("handshake failed")));
+    }
+    ureq::Error::Other(wrap(e))
+}
+
+/// The connect phase's budget, shared by TCP, the proxy's handshake and TLS.
+struct Budget {
+    deadline: Option<Instant>,
+    reason: Timeout,
+}
+
+impl Budget {
+    fn new(timeout: NextTimeout) -> Budget {
+        Budget {
+            deadline: match timeout.after {
+                UreqDuration::Exact(d) => Some(Instant::now() + d),
+                UreqDuration::NotHappening => None,
+            },
+            reason: timeout.reason,
+        }
+    }
+
+    fn left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// What is left, as ureq's timeout; an error once it is spent.
+    fn next(&self) -> Result<NextTimeout, ureq::Error> {
+        let after = match self.left() {
+            None => UreqDuration::NotHappening,
+            Some(d) if d.is_zero() => return Err(ureq::Error::Timeout(self.reason)),
+            Some(d) => UreqDuration::Exact(d),
+        };
+        Ok(NextTimeout {
+            after,
+            reason: self.reason,
+            per_read: None,
+            per_write: None,
+        })
+    }
+
+    /// Limits the socket's next reads and writes to what is left.
+    fn apply(&self, stream: &TcpStream) -> io::Result<()> {
+        let left = self.left();
+        if left.is_some_and(|d| d.is_zero()) {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(left)?;
+        stream.set_write_timeout(left)
+    }
+}
+
+impl Connector<()> for WatchedConnector {
+    type Out = WatchedTransport;
 
     fn connect(
         &self,
@@ -426,7 +646,11 @@ impl Connector<()> for WatchedTcpConnector {
         if let Some(r) = with_current(Watch::check) {
             r?;
         }
-        let stream = connect(&details.addrs, details.timeout)?;
+        let budget = Budget::new(details.timeout);
+        let stream = match &self.proxy {
+            None => connect(&details.addrs, details.timeout)?,
+            Some(proxy) => self.connect_proxy(proxy, details, &budget)?,
+        };
         let peer = stream.peer_addr().map_err(|e| {
             ureq::Error::Other(Box::new(ConnectError::new(
                 details.addrs.first().copied(),
@@ -437,15 +661,43 @@ impl Connector<()> for WatchedTcpConnector {
             stream.set_nodelay(true)?;
         }
         with_current(Watch::record_connect);
+        let socket = Arc::new(Socket {
+            stream,
+            peer,
+            owner: Mutex::new(0),
+            requests: AtomicU64::new(0),
+        });
+        // From here a cancel can shut the socket down, handshakes included.
+        if let Some(r) = with_current(|w| w.attach(&socket)) {
+            r?;
+        }
+        let forward = match &self.proxy {
+            Some(proxy) => Self::proxy_handshake(proxy, details, &socket.stream, &budget)?,
+            None => None,
+        };
+        let tls = if details.needs_tls() {
+            let host = details.uri.host().unwrap_or_default();
+            let mut conn =
+                tls::session(&self.tls, host).map_err(|e| ureq::Error::Other(Box::new(e)))?;
+            tls::handshake(&mut conn, &socket.stream, || budget.apply(&socket.stream))
+                .map_err(|e| handshake_error(e, &budget, |e| Box::new(TlsFailure::handshake(e))))?;
+            with_current(Watch::record_tls);
+            Some(Box::new(conn))
+        } else {
+            None
+        };
+        if self.proxy.is_some() || tls.is_some() {
+            // The transport sets its own timeouts per I/O, starting from none.
+            socket.stream.set_read_timeout(None)?;
+            socket.stream.set_write_timeout(None)?;
+        }
         let limits = with_current(|w| w.limits).unwrap_or((usize::MAX, usize::MAX));
         let config = details.config;
-        Ok(Some(WatchedTcp {
-            socket: Arc::new(Socket {
-                stream,
-                peer,
-                owner: Mutex::new(0),
-                requests: AtomicU64::new(0),
-            }),
+        Ok(Some(WatchedTransport {
+            socket,
+            tls,
+            forward,
+            rewrite_pending: false,
             buffers: LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
             read_timeout: None,
             write_timeout: None,
@@ -514,9 +766,18 @@ fn connect(addrs: &[SocketAddr], timeout: NextTimeout) -> Result<TcpStream, ureq
 }
 
 /// ureq's TCP transport, plus the registration with the running exchange's
-/// [`Watch`] that makes cancellation and peer-address reporting possible.
-pub(crate) struct WatchedTcp {
+/// [`Watch`] that makes cancellation and peer-address reporting possible,
+/// the TLS session of an https connection, and the request-line rewrite of
+/// a forwarding proxy.
+pub(crate) struct WatchedTransport {
     socket: Arc<Socket>,
+    /// The TLS session, for an https url.
+    tls: Option<Box<ClientConnection>>,
+    /// `http://host[:port]` of the origin, when requests go in absolute
+    /// form to an HTTP proxy.
+    forward: Option<Vec<u8>>,
+    /// The current request's line has not been rewritten yet.
+    rewrite_pending: bool,
     buffers: LazyBuffers,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -532,15 +793,15 @@ pub(crate) struct WatchedTcp {
     deferred: Option<crate::framing::Refusal>,
 }
 
-impl fmt::Debug for WatchedTcp {
+impl fmt::Debug for WatchedTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WatchedTcp")
+        f.debug_struct("WatchedTransport")
             .field("peer", &self.socket.peer)
             .finish()
     }
 }
 
-impl WatchedTcp {
+impl WatchedTransport {
     fn attach(&self) -> Result<(), ureq::Error> {
         with_current(|w| w.attach(&self.socket)).unwrap_or(Ok(()))
     }
@@ -573,7 +834,7 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-impl Transport for WatchedTcp {
+impl Transport for WatchedTransport {
     fn buffers(&mut self) -> &mut dyn Buffers {
         &mut self.buffers
     }
@@ -588,6 +849,7 @@ impl Transport for WatchedTcp {
             self.filter.request_started(head);
             self.pending.clear();
             self.deferred = None;
+            self.rewrite_pending = self.forward.is_some();
         }
         let timeout = timeout.for_write();
         let stream = &self.socket.stream;
@@ -595,7 +857,20 @@ impl Transport for WatchedTcp {
             stream.set_write_timeout(t)
         })?;
         let output = &self.buffers.output()[..amount];
-        match (&self.socket.stream).write_all(output) {
+        let rewritten;
+        let bytes = match (&self.forward, self.rewrite_pending) {
+            (Some(prefix), true) => match absolute_form(output, prefix) {
+                Some(line) => {
+                    self.rewrite_pending = false;
+                    rewritten = line;
+                    &rewritten[..]
+                }
+                // The method alone so far: the target comes in the next piece.
+                None => output,
+            },
+            _ => output,
+        };
+        match send(&mut self.tls, &self.socket.stream, bytes) {
             Ok(()) => {}
             Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(timeout.reason)),
             Err(e) => return Err(e.into()),
@@ -643,7 +918,7 @@ impl Transport for WatchedTcp {
             }
             let room = self.buffers.input_append_buf().len().max(1);
             self.staging.resize(room, 0);
-            match (&self.socket.stream).read(&mut self.staging) {
+            match receive(&mut self.tls, &self.socket.stream, &mut self.staging) {
                 Ok(0) => {
                     self.filter
                         .eof()
@@ -692,11 +967,60 @@ impl Transport for WatchedTcp {
         self.socket.release_any();
         self.filter.reusable()
             && self.pending.is_empty()
-            && probe(&self.socket.stream).unwrap_or(false)
+            && match &mut self.tls {
+                Some(conn) => tls::idle_ok(conn, &self.socket.stream).unwrap_or(false),
+                None => probe(&self.socket.stream).unwrap_or(false),
+            }
+    }
+
+    fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 }
 
-impl WatchedTcp {
+/// Writes request bytes, through the TLS session when there is one.
+fn send(
+    tls: &mut Option<Box<ClientConnection>>,
+    stream: &TcpStream,
+    bytes: &[u8],
+) -> io::Result<()> {
+    match tls {
+        Some(conn) => tls::write_all(conn, stream, bytes),
+        None => {
+            let mut s = stream;
+            s.write_all(bytes)
+        }
+    }
+}
+
+/// Reads response bytes, through the TLS session when there is one.
+fn receive(
+    tls: &mut Option<Box<ClientConnection>>,
+    stream: &TcpStream,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    match tls {
+        Some(conn) => tls::read(conn, stream, buf),
+        None => {
+            let mut s = stream;
+            s.read(buf)
+        }
+    }
+}
+
+/// The start of a request with its origin-form target turned into absolute
+/// form (`GET /x` → `GET http://host/x`), once `output` holds the space
+/// after the method.
+fn absolute_form(output: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
+    let sp = output.iter().position(|&b| b == b' ')?;
+    let mut line = Vec::with_capacity(output.len() + prefix.len());
+    line.extend_from_slice(&output[..=sp]);
+    line.extend_from_slice(prefix);
+    line.extend_from_slice(&output[sp + 1..]);
+    Some(line)
+}
+
+impl WatchedTransport {
     /// Hands ureq as much of the filtered bytes as its buffer takes; true
     /// when something was handed over.
     fn deliver_pending(&mut self) -> bool {
@@ -739,6 +1063,19 @@ mod tests {
             c.push(p);
         }
         c.status
+    }
+
+    #[test]
+    fn forwarded_request_lines_are_absolute() {
+        let out = absolute_form(
+            b"GET /a?b HTTP/1.1\r\nHost: o.test\r\n\r\n",
+            b"http://o.test:8080",
+        );
+        assert_eq!(
+            out.as_deref(),
+            Some(&b"GET http://o.test:8080/a?b HTTP/1.1\r\nHost: o.test\r\n\r\n"[..])
+        );
+        assert_eq!(absolute_form(b"PROPFIND", b"http://o.test"), None);
     }
 
     #[test]

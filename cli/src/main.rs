@@ -13,8 +13,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use conformance_tests::{catalogue, report, Matrix, Outcome};
 use resource_handle::{
-    Backend, Event, HostOverrides, NetworkAccessManager, PersistentCookieJar, Recorder,
-    RedirectPolicy, RequestBody, ResourceRequest, Trace,
+    Backend, Event, HostOverrides, HttpVersionPref, NetworkAccessManager, NoProxy,
+    PersistentCookieJar, Proxy, ProxyConfig, Recorder, RedirectPolicy, RequestBody,
+    ResourceRequest, Trace,
 };
 
 #[derive(Parser)]
@@ -109,6 +110,26 @@ struct GetArgs {
     /// after it, session cookies included; the file is created when missing.
     #[arg(long = "cookie-jar", value_name = "FILE")]
     cookie_jar: Option<PathBuf>,
+    /// Trust the CA certificates of this PEM file too (repeatable).
+    #[arg(long = "cacert", value_name = "FILE")]
+    cacert: Vec<PathBuf>,
+    /// Accept any server certificate. Dangerous: anyone on the path can read
+    /// and change the traffic. For test set-ups only.
+    #[arg(short = 'k', long)]
+    insecure: bool,
+    /// Use this proxy: [http|socks5|socks5h]://[USER:PASSWORD@]HOST[:PORT]
+    /// (default: $http_proxy, $https_proxy, $all_proxy; "" for none).
+    #[arg(short = 'x', long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Hosts reached without the proxy, comma-separated (default: $no_proxy).
+    #[arg(long = "noproxy", value_name = "LIST")]
+    noproxy: Option<String>,
+    /// Ask for HTTP/2 over https (ALPN), HTTP/1.1 otherwise.
+    #[arg(long, conflicts_with = "http2_prior_knowledge")]
+    http2: bool,
+    /// Speak HTTP/2 without negotiation, also over plain http.
+    #[arg(long = "http2-prior-knowledge")]
+    http2_prior_knowledge: bool,
     /// The url.
     url: String,
 }
@@ -196,6 +217,35 @@ fn seconds(s: f64, what: &str) -> Result<Duration, Usage> {
         .map_err(|_| usage(format!("{what} must be a positive number of seconds")))
 }
 
+/// The proxy settings of `rh get`: `--proxy` (empty for none) with
+/// `--noproxy`, else the environment, as curl does.
+fn proxy_config(args: &GetArgs) -> Result<ProxyConfig, Usage> {
+    let env = |name: &str| std::env::var(name).ok();
+    let config = match args.proxy.as_deref() {
+        Some("") => ProxyConfig::None,
+        Some(spec) => {
+            let proxy = Proxy::parse(spec).map_err(|e| usage(e.message()))?;
+            let no_proxy = args
+                .noproxy
+                .clone()
+                .or_else(|| env("no_proxy"))
+                .or_else(|| env("NO_PROXY"))
+                .unwrap_or_default();
+            ProxyConfig::explicit_except(proxy, NoProxy::parse(&no_proxy))
+        }
+        None => ProxyConfig::from_vars(|name| {
+            if name.eq_ignore_ascii_case("no_proxy") {
+                if let Some(list) = &args.noproxy {
+                    return Some(list.clone());
+                }
+            }
+            env(name)
+        })
+        .map_err(|e| usage(e.message()))?,
+    };
+    Ok(config)
+}
+
 fn get(args: GetArgs) -> Result<ExitCode, Usage> {
     let backend = pick_backend(args.backend.as_deref())?;
     let mut overrides = HostOverrides::default();
@@ -242,6 +292,12 @@ fn get(args: GetArgs) -> Result<ExitCode, Usage> {
         b = b.decode_content(false);
     }
     b = b.cache_policy(args.cache_policy.policy());
+    if args.http2 {
+        b = b.http_version(HttpVersionPref::Http2);
+    }
+    if args.http2_prior_knowledge {
+        b = b.http_version(HttpVersionPref::Http2PriorKnowledge);
+    }
     let request = match b.build() {
         Ok(r) => r,
         Err(e) => {
@@ -257,7 +313,17 @@ fn get(args: GetArgs) -> Result<ExitCode, Usage> {
             return Ok(ExitCode::from(1));
         }
     };
-    let mut builder = NetworkAccessManager::builder().host_overrides(overrides);
+    let mut builder = NetworkAccessManager::builder()
+        .host_overrides(overrides)
+        .proxy(proxy_config(&args)?)
+        .danger_accept_invalid_certs(args.insecure);
+    for path in &args.cacert {
+        let pem = std::fs::read(path)
+            .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+        builder = builder
+            .add_root_certificates_pem(&pem)
+            .map_err(|e| usage(format!("{}: {}", path.display(), e.message())))?;
+    }
     if let Some(dir) = &args.cache_dir {
         match resource_handle::DiskCache::open(dir, args.cache_max_bytes) {
             Ok(cache) => builder = builder.cache(std::sync::Arc::new(cache)),

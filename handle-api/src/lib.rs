@@ -62,11 +62,11 @@ pub use manager::{
     ManagerBuilder, NetworkAccessManager, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_LOADS_TOTAL,
     DEFAULT_USER_AGENT,
 };
+pub use proxy::{NoProxy, Proxy, ProxyConfig, ProxyCredentials, ProxyScheme};
 pub use request::{
     CachePolicy, HttpVersionPref, Priority, RequestBuilder, ResourceRequest, TargetType,
 };
 pub use response::{version_str, LoadTiming, ResourceResponse, ResponseHead, ResponseSource};
-pub use proxy::{NoProxy, Proxy, ProxyConfig, ProxyCredentials, ProxyScheme};
 pub use tls::{system_roots, Certificate, Identity, KeyFormat, TlsConfig, TlsProblem};
 pub use trace::{Recorder, Trace, TraceError, TraceRedirect};
 

@@ -10,7 +10,10 @@ use resource_handle::{
     ResourceHandle, ResourceRequest, Trace,
 };
 
-use crate::servers::{Origin, RawServer, Step};
+use crate::servers::{
+    pki, CertKind, ClientAuth, H2Server, Origin, ProxyOptions, ProxyServer, RawServer, Step,
+    TlsOrigin,
+};
 
 /// What a case returns: its trace, or why it failed.
 pub type CaseResult = Result<Trace, String>;
@@ -59,6 +62,9 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(auth::cases());
     all.extend(hsts::cases());
     all.extend(cache::cases());
+    all.extend(tls::cases());
+    all.extend(http2::cases());
+    all.extend(proxy::cases());
     all
 }
 
@@ -114,8 +120,10 @@ mod faults;
 mod faults_framing;
 mod faults_head;
 mod hsts;
+mod http2;
 mod limits;
 mod metadata;
+mod proxy;
 mod redirect;
 mod request;
 mod response;
@@ -123,6 +131,7 @@ mod scheduling;
 mod schemes;
 mod streaming;
 mod timeout;
+mod tls;
 
 /// Host names the cases use; they are mapped to 127.0.0.1 and nothing else
 /// ever reaches a resolver.
@@ -131,6 +140,10 @@ pub const ORIGIN_HOST: &str = "origin.test";
 pub const RAW_HOST: &str = "raw.test";
 /// Host name of the second origin (cross-origin cases).
 pub const OTHER_HOST: &str = "other.test";
+/// Host name of TLS origins (every test certificate but the wrong-host one names it).
+pub const TLS_HOST: &str = "tls.test";
+/// Host name of HTTP/2 servers.
+pub const H2_HOST: &str = "h2.test";
 
 /// The environment of one case run on one backend.
 pub struct Ctx {
@@ -141,6 +154,9 @@ pub struct Ctx {
     ports: Vec<u16>,
     manager: Option<NetworkAccessManager>,
     other: Option<Origin>,
+    tls_origins: Vec<TlsOrigin>,
+    h2_servers: Vec<H2Server>,
+    proxies: Vec<ProxyServer>,
 }
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -180,6 +196,9 @@ impl Ctx {
             ports: Vec::new(),
             manager: None,
             other: None,
+            tls_origins: Vec::new(),
+            h2_servers: Vec::new(),
+            proxies: Vec::new(),
         }
     }
 
@@ -198,6 +217,10 @@ impl Ctx {
         self.ports.push(port);
         // Servers started after the manager need a manager that knows them.
         self.manager = None;
+        // Proxies reach names through the same table.
+        for p in &self.proxies {
+            p.set_hosts(self.overrides.clone());
+        }
     }
 
     /// The origin server, started on first use and mapped as `origin.test`.
@@ -230,6 +253,126 @@ impl Ctx {
         self.overrides.insert(host, port, addrs);
         self.ports.push(port);
         self.manager = None;
+        for p in &self.proxies {
+            p.set_hosts(self.overrides.clone());
+        }
+    }
+
+    /// Registers a port the runner blanks in traces (a port a case closed
+    /// on purpose, say).
+    pub fn register_port(&mut self, port: u16) {
+        self.ports.push(port);
+    }
+
+    /// The test CA's certificate as PEM (see [`crate::servers::pki`]).
+    pub fn test_ca_pem(&self) -> Result<String, String> {
+        Ok(pki()?.ca_pem().to_owned())
+    }
+
+    /// Starts a TLS origin presenting `kind`'s certificate, maps it as
+    /// `tls.test`, and returns its base url (`https://tls.test:PORT`). The
+    /// same port answers plain HTTP (`http://tls.test:PORT`).
+    pub fn tls_origin(&mut self, kind: CertKind) -> Result<String, String> {
+        self.tls_origin_with(kind, ClientAuth::None)
+    }
+
+    /// [`Ctx::tls_origin`] asking for a client certificate as `client_auth` says.
+    pub fn tls_origin_with(
+        &mut self,
+        kind: CertKind,
+        client_auth: ClientAuth,
+    ) -> Result<String, String> {
+        let o = TlsOrigin::start(kind, client_auth)?;
+        let port = o.port();
+        self.map(TLS_HOST, port);
+        self.tls_origins.push(o);
+        Ok(format!("https://{TLS_HOST}:{port}"))
+    }
+
+    /// The TLS origin started last.
+    pub fn tls_server(&self) -> Result<&TlsOrigin, String> {
+        self.tls_origins
+            .last()
+            .ok_or_else(|| "no TLS origin was started".to_owned())
+    }
+
+    /// Every TLS origin started, in order.
+    pub fn tls_servers(&self) -> &[TlsOrigin] {
+        &self.tls_origins
+    }
+
+    /// Starts an HTTP/2 server over TLS (ALPN `h2` and `http/1.1`, the valid
+    /// certificate), maps it as `h2.test`, and returns `https://h2.test:PORT`.
+    pub fn h2_tls(&mut self) -> Result<String, String> {
+        let s = H2Server::start_tls(CertKind::Valid)?;
+        let port = s.port();
+        self.map(H2_HOST, port);
+        self.h2_servers.push(s);
+        Ok(format!("https://{H2_HOST}:{port}"))
+    }
+
+    /// Starts a cleartext HTTP/2 server (HTTP/1.1 and prior knowledge), maps
+    /// it as `h2.test`, and returns `http://h2.test:PORT`.
+    pub fn h2_cleartext(&mut self) -> Result<String, String> {
+        let s = H2Server::start_cleartext()?;
+        let port = s.port();
+        self.map(H2_HOST, port);
+        self.h2_servers.push(s);
+        Ok(format!("http://{H2_HOST}:{port}"))
+    }
+
+    /// The HTTP/2 server started last.
+    pub fn h2_server(&self) -> Result<&H2Server, String> {
+        self.h2_servers
+            .last()
+            .ok_or_else(|| "no HTTP/2 server was started".to_owned())
+    }
+
+    /// Starts a test proxy that reaches every name this context maps (now
+    /// and later) and returns its address, `127.0.0.1:PORT` (an IP, so no
+    /// backend needs to resolve the proxy's name).
+    pub fn proxy(&mut self, options: ProxyOptions) -> Result<String, String> {
+        let p = ProxyServer::start(options, self.overrides.clone())
+            .map_err(|e| format!("proxy did not start: {e}"))?;
+        let port = p.port();
+        self.ports.push(port);
+        self.proxies.push(p);
+        Ok(format!("127.0.0.1:{port}"))
+    }
+
+    /// The proxy started last.
+    pub fn proxy_server(&self) -> Result<&ProxyServer, String> {
+        self.proxies
+            .last()
+            .ok_or_else(|| "no proxy was started".to_owned())
+    }
+
+    /// A manager that trusts the test CA and nothing else (no system
+    /// roots), further configured by `configure`; like
+    /// [`Ctx::manager_with`], start the servers first.
+    pub fn tls_manager_with(
+        &mut self,
+        configure: impl FnOnce(
+            resource_handle::ManagerBuilder,
+        ) -> resource_handle::Result<resource_handle::ManagerBuilder>,
+    ) -> Result<NetworkAccessManager, String> {
+        let pem = self.test_ca_pem()?;
+        self.manager_with(|b| {
+            let b = b
+                .tls_system_roots(false)
+                .add_root_certificates_pem(pem.as_bytes())?;
+            configure(b)
+        })
+    }
+
+    /// [`Ctx::tls_manager_with`] with nothing more.
+    pub fn tls_manager(&mut self) -> Result<NetworkAccessManager, String> {
+        self.tls_manager_with(Ok)
+    }
+
+    /// Runs `req` on `manager` to its end, keeping the body.
+    pub fn fetch_with(&self, manager: &NetworkAccessManager, req: ResourceRequest) -> Fetched {
+        self.drain(manager.load(req))
     }
 
     /// The manager for this backend, with every server's name mapped.

@@ -181,6 +181,18 @@ impl Origin {
 
     /// Starts an origin on 127.0.0.1:`port` (0 picks a free one).
     pub fn start_on(port: u16) -> io::Result<Origin> {
+        Self::start_over("origin", port, |conn, _| Ok(conn))
+    }
+
+    /// Starts an origin on 127.0.0.1:`port` whose connections are first
+    /// handed to `wrap` with their index (the TLS origin's handshake): what
+    /// it returns is served like a plain connection, and an error drops
+    /// the connection.
+    pub(crate) fn start_over<S, W>(name: &str, port: u16, wrap: W) -> io::Result<Origin>
+    where
+        S: Read + Write,
+        W: Fn(TcpStream, usize) -> io::Result<S> + Send + Sync + 'static,
+    {
         let state = Arc::new(State {
             requests: Mutex::new(Vec::new()),
             gates: Gates::default(),
@@ -188,8 +200,13 @@ impl Origin {
             cache: cache_routes::CacheState::default(),
         });
         let st = state.clone();
-        let listener = Listener::start_on("origin", port, move |conn, index| {
-            let _ = serve(conn, index, &st);
+        let listener = Listener::start_on(name, port, move |conn, index| {
+            let Ok(local_port) = conn.local_addr().map(|a| a.port()) else {
+                return;
+            };
+            if let Ok(conn) = wrap(conn, index) {
+                let _ = serve(conn, local_port, index, &st);
+            }
         })?;
         Ok(Origin { listener, state })
     }
@@ -266,7 +283,7 @@ impl Head {
 }
 
 /// Reads one request head; `Ok(None)` when the peer closed between requests.
-fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Head>> {
+fn read_head(r: &mut impl BufRead) -> io::Result<Option<Head>> {
     let mut buf = Vec::new();
     loop {
         let n = r.read_until(b'\n', &mut buf)?;
@@ -317,11 +334,7 @@ fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Head>> {
 }
 
 /// Streams the request body through `f`, returning the framing seen.
-fn read_body(
-    r: &mut BufReader<TcpStream>,
-    head: &Head,
-    mut f: impl FnMut(&[u8]),
-) -> io::Result<String> {
+fn read_body(r: &mut impl BufRead, head: &Head, mut f: impl FnMut(&[u8])) -> io::Result<String> {
     let chunked = head
         .header("transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
@@ -379,10 +392,16 @@ fn read_body(
     }
 }
 
-fn serve(conn: TcpStream, index: usize, state: &Arc<State>) -> io::Result<()> {
-    let local_port = conn.local_addr()?.port();
-    let mut reader = BufReader::with_capacity(64 * 1024, conn.try_clone()?);
-    let mut out = conn;
+/// Serves the requests of one connection (plain TCP or TLS) until it ends.
+fn serve<S: Read + Write>(
+    conn: S,
+    local_port: u16,
+    index: usize,
+    state: &Arc<State>,
+) -> io::Result<()> {
+    // Writes go to the stream under the buffer: the request body has been
+    // read in full before the response starts.
+    let mut reader = BufReader::with_capacity(64 * 1024, conn);
     loop {
         let Some(head) = read_head(&mut reader)? else {
             return Ok(());
@@ -423,7 +442,7 @@ fn serve(conn: TcpStream, index: usize, state: &Arc<State>) -> io::Result<()> {
                 .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let is_head = head.method == "HEAD";
         let resp = Responder {
-            out: &mut out,
+            out: reader.get_mut(),
             is_head,
             in_progress: Some(in_progress),
         };
@@ -462,7 +481,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 struct Responder<'a> {
-    out: &'a mut TcpStream,
+    out: &'a mut dyn Write,
     is_head: bool,
     /// Ended as the response starts (or when the responder goes).
     in_progress: Option<InProgressGuard>,

@@ -377,7 +377,10 @@ impl ManagerBuilder {
 
     /// Trusts every CA certificate of a PEM file, besides the system's roots.
     pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self> {
-        self.backend.tls.extra_roots.extend(Certificate::from_pem(pem)?);
+        self.backend
+            .tls
+            .extra_roots
+            .extend(Certificate::from_pem(pem)?);
         Ok(self)
     }
 

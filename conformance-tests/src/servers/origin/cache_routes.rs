@@ -21,7 +21,7 @@
 //! answers 200 `changed`, with no cache headers.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::sync::Mutex;
 
 use super::{encode, lock, Origin, Req, Responder, PATTERN};

@@ -11,7 +11,7 @@
 //!   with `location`, a 302 there); otherwise 401 with `WWW-Authenticate: S
 //!   realm="R"` (S default `Basic`, R default `origin`).
 
-use std::io::{self, Write};
+use std::io;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
