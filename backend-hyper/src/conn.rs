@@ -1,28 +1,31 @@
-//! The TCP connection as this backend hands it to hyper: a stream that
-//! watches what passes through it, because hyper keeps two things to itself
-//! that the contract needs.
+//! The connection as this backend hands it to hyper: a stream (TCP or TLS)
+//! that watches what passes through it, because hyper keeps two things to
+//! itself that the contract needs.
 //!
 //! - Whether a request that failed went out on a reused connection that
 //!   died before any byte of its response (the keep-alive race of RFC 9112
-//!   §9.3.1): hyper-util retries only requests it had not started to write.
+//!   §9.3.1): a request that was not written at all is simply sent on
+//!   another connection, one that was needs handle-api's leave.
 //! - When a byte last moved, for the idle timeout: hyper has no read timeout.
 //!
-//! [`Wire`] counts requests and response bytes per connection in a
-//! [`ConnMeta`] that hyper-util carries in its connection metadata, where
-//! an exchange finds it through `capture_connection`. An exchange attaches
-//! its [`Activity`] to the connection it got, and every read or write on
-//! that connection restarts the exchange's idle clock.
+//! [`Wire`] counts requests and response bytes per HTTP/1.1 connection in a
+//! [`ConnMeta`] that the pool keeps beside the connection. An exchange
+//! attaches its [`Activity`] to the connection it got, and every read or
+//! write on that connection restarts the exchange's idle clock. An HTTP/2
+//! connection carries many exchanges at once, so there each exchange's own
+//! frames restart its clock instead.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain assignments only: a panic cannot leave the value half-changed.
@@ -85,20 +88,69 @@ impl Activity {
 }
 
 /// Per-connection counts, shared with the exchanges that use the connection.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct ConnMeta(Arc<MetaInner>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MetaInner {
+    /// The peer of the TCP connection (the proxy's, through a proxy).
+    remote: Option<SocketAddr>,
     /// Requests started on the connection (a write after a read starts one).
     requests: AtomicU32,
     /// Response bytes read since the current request started.
     read_since_request: AtomicU64,
     last_was_read: AtomicBool,
     activity: Mutex<Option<Weak<Activity>>>,
+    /// Set when hyper's connection task ended, with its error if it failed.
+    ended: AtomicBool,
+    failure: Mutex<Option<handle_api::Error>>,
+    ended_changed: tokio::sync::Notify,
 }
 
 impl ConnMeta {
+    pub(crate) fn new(remote: Option<SocketAddr>) -> ConnMeta {
+        ConnMeta(Arc::new(MetaInner {
+            remote,
+            requests: AtomicU32::new(0),
+            read_since_request: AtomicU64::new(0),
+            last_was_read: AtomicBool::new(false),
+            activity: Mutex::new(None),
+            ended: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            ended_changed: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// Records that the connection's task ended, and why if it failed.
+    pub(crate) fn end(&self, failure: Option<handle_api::Error>) {
+        *lock(&self.0.failure) = failure;
+        self.0.ended.store(true, Ordering::SeqCst);
+        self.0.ended_changed.notify_waiters();
+    }
+
+    /// Why the connection failed, waiting up to `wait` for its task to end.
+    /// An HTTP/2 stream that fails because its connection did learns only
+    /// "canceled"; the connection's task knows the cause.
+    pub(crate) async fn failure(&self, wait: Duration) -> Option<handle_api::Error> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.0.ended_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.0.ended.load(Ordering::SeqCst) {
+                return lock(&self.0.failure).clone();
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The address the connection went to.
+    pub(crate) fn remote(&self) -> Option<SocketAddr> {
+        self.0.remote
+    }
+
     /// Makes `activity` the one this connection's I/O keeps alive.
     pub(crate) fn attach(&self, activity: &Arc<Activity>) {
         *lock(&self.0.activity) = Some(Arc::downgrade(activity));
@@ -224,45 +276,110 @@ impl HeadLimit {
     }
 }
 
-/// A TCP stream that reports its traffic to its [`ConnMeta`] and holds
-/// response heads to the limit.
+/// The byte stream under HTTP: plain TCP, or TLS over TCP (directly, or
+/// inside a CONNECT tunnel or a SOCKS5 connection, which are plain TCP once
+/// their handshake is done).
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// Cleartext.
+    Tcp(TcpStream),
+    /// TLS; boxed, since rustls' state is large.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Tcp(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A connection's byte stream as hyper sees it. Over HTTP/1.1 it reports its
+/// traffic to its [`ConnMeta`] and holds response heads to the limit; over
+/// HTTP/2 the bytes are frames of many streams, so it only passes them on
+/// (the limits are checked on each decoded head instead).
 #[derive(Debug)]
 pub(crate) struct Wire {
-    tcp: TcpStream,
+    io: Transport,
     meta: ConnMeta,
     head: HeadLimit,
-    /// This connection's place among the host's connections; freed when the
-    /// connection closes.
-    _slot: Option<crate::driver::Slot>,
+    multiplexed: bool,
 }
 
 impl Wire {
-    pub(crate) fn new(tcp: TcpStream, max_head_bytes: usize) -> Wire {
+    /// `multiplexed` for an HTTP/2 connection.
+    pub(crate) fn new(
+        io: Transport,
+        meta: ConnMeta,
+        max_head_bytes: usize,
+        multiplexed: bool,
+    ) -> Wire {
         Wire {
-            tcp,
-            meta: ConnMeta::default(),
+            io,
+            meta,
             head: HeadLimit::new(max_head_bytes),
-            _slot: None,
+            multiplexed,
         }
-    }
-
-    /// Holds `slot` for as long as the connection is open.
-    pub(crate) fn with_slot(mut self, slot: crate::driver::Slot) -> Wire {
-        self._slot = Some(slot);
-        self
     }
 
     fn wrote(&mut self) {
+        if self.multiplexed {
+            return;
+        }
         if self.meta.wrote() {
             self.head.request_started();
         }
-    }
-}
-
-impl Connection for Wire {
-    fn connected(&self) -> Connected {
-        // HttpInfo (the peer address) from the TCP stream, and the counts.
-        self.tcp.connected().extra(self.meta.clone())
     }
 }
 
@@ -273,9 +390,9 @@ impl AsyncRead for Wire {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
         let n = buf.filled().len() - before;
-        if n > 0 {
+        if n > 0 && !self.multiplexed {
             self.meta.read(n);
             let this = &mut *self;
             if let Err(e) = this.head.read(&buf.filled()[before..]) {
@@ -292,7 +409,7 @@ impl AsyncWrite for Wire {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.tcp).poll_write(cx, data);
+        let r = Pin::new(&mut self.io).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = &r {
             if *n > 0 {
                 self.wrote();
@@ -306,7 +423,7 @@ impl AsyncWrite for Wire {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = &r {
             if *n > 0 {
                 self.wrote();
@@ -316,15 +433,15 @@ impl AsyncWrite for Wire {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

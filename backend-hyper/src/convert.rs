@@ -12,14 +12,20 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use handle_api::http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
-use handle_api::http::{Request, Uri, Version};
-use handle_api::{BodyFraming, Error, ErrorKind, HttpVersionPref, Result, UploadBody, WireRequest};
+use handle_api::http::header::{
+    HeaderValue, CONTENT_LENGTH, HOST, PROXY_AUTHORIZATION, TRANSFER_ENCODING,
+};
+use handle_api::http::{HeaderMap, Request, Uri, Version};
+use handle_api::{
+    BodyFraming, Error, ErrorKind, HttpVersionPref, ProxyScheme, Result, UploadBody, WireRequest,
+};
 use http_body::{Body, Frame, SizeHint};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use crate::conn::Activity;
 use crate::error::UploadAborted;
+use crate::pool::{Hop, Key, Mode, Origin, Via};
 
 /// Bytes read from an [`UploadBody`] at a time.
 const UPLOAD_PIECE: usize = 64 * 1024;
@@ -45,13 +51,18 @@ impl UploadFailure {
     }
 }
 
-/// One exchange, ready for the hyper client.
+/// One exchange, ready for the pool and hyper.
 pub(crate) struct Prepared {
-    /// The request hyper sends.
+    /// The request hyper sends, with the full url as its target until
+    /// [`Target::apply`] shapes it for the connection it goes out on.
     pub(crate) request: Request<WireBody>,
+    /// Which connections may carry it.
+    pub(crate) key: Key,
+    /// How the request target and Host look on each kind of connection.
+    pub(crate) target: Target,
     /// Total timeout, from start to the end of the body.
     pub(crate) timeout: Option<Duration>,
-    /// Timeout for establishing a new connection.
+    /// Timeout for establishing a new connection (TCP, proxy, TLS).
     pub(crate) connect_timeout: Option<Duration>,
     /// Idle timeout once connected.
     pub(crate) read_timeout: Option<Duration>,
@@ -60,35 +71,23 @@ pub(crate) struct Prepared {
     pub(crate) resend: Option<Resend>,
     /// Filled when the request body fails to read.
     pub(crate) upload_failure: UploadFailure,
+    /// The exchange's idle clock, which the request body restarts too.
+    pub(crate) activity: Arc<Activity>,
 }
 
 /// Checks what this backend can honour and builds the hyper request.
 /// `runtime` runs the blocking reader of a streamed body.
 pub(crate) fn prepare(request: WireRequest, runtime: &Handle) -> Result<Prepared> {
-    match request.http_version {
-        HttpVersionPref::Http1 => {}
-        other => {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!("the hyper backend speaks HTTP/1.1 only ({other:?} was requested)"),
-            ))
-        }
-    }
-    match request.url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "https needs TLS, which this build of the hyper backend does not have",
-            ))
-        }
+    let origin = match request.url.scheme() {
+        "http" | "https" => Origin::of(&request.url)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidRequest, "the url has no host"))?,
         other => {
             return Err(Error::new(
                 ErrorKind::UnsupportedScheme,
                 format!("the hyper backend does not handle {other}: urls"),
             ))
         }
-    }
+    };
     let uri = uri(&request.url)?;
     let may_retry = request.may_retry_on_stale_connection();
 
@@ -105,17 +104,64 @@ pub(crate) fn prepare(request: WireRequest, runtime: &Handle) -> Result<Prepared
         }
     }
 
+    let mut mode = match (request.http_version, origin.tls) {
+        (HttpVersionPref::Http1, _) | (HttpVersionPref::Http2, false) => Mode::Http1,
+        (HttpVersionPref::Http2 | HttpVersionPref::Http2PriorKnowledge, true) => Mode::Alpn,
+        (HttpVersionPref::Http2PriorKnowledge, false) => Mode::PriorKnowledge,
+    };
+    let via = match &request.proxy {
+        None => Via::Direct(origin),
+        Some(proxy) => {
+            let hop = Hop {
+                scheme: proxy.scheme(),
+                host: proxy.host().to_ascii_lowercase(),
+                port: proxy.port(),
+                credentials: proxy
+                    .credentials()
+                    .map(|c| (c.username.clone(), c.password.clone())),
+                authorization: proxy.basic_authorization(),
+            };
+            match proxy.scheme() {
+                ProxyScheme::Http if origin.tls => Via::Tunnel(hop, origin),
+                ProxyScheme::Http => {
+                    // Forwarded: the credentials ride on every request, and
+                    // the connection is the proxy's, shared by all origins.
+                    if let Some(auth) = hop.authorization {
+                        headers.insert(PROXY_AUTHORIZATION, auth);
+                    }
+                    mode = Mode::Http1;
+                    Via::Forward(Hop {
+                        credentials: None,
+                        authorization: None,
+                        ..hop
+                    })
+                }
+                ProxyScheme::Socks5 | ProxyScheme::Socks5h => Via::Socks(hop, origin),
+                other => {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!("the hyper backend cannot use {other:?} proxies"),
+                    ))
+                }
+            }
+        }
+    };
+    let key = Key { via, mode };
+    let target = Target::new(&request.url, &uri, &headers)?;
+
     let resend = may_retry.then(|| Resend {
         method: request.method.clone(),
         uri: uri.clone(),
         headers: headers.clone(),
     });
     let upload_failure = UploadFailure::default();
+    let activity = Activity::new();
     let body = WireBody::new(
         request.body,
         request.framing,
         runtime.clone(),
         upload_failure.clone(),
+        activity.clone(),
     );
     let mut req = Request::new(body);
     *req.method_mut() = request.method;
@@ -124,12 +170,84 @@ pub(crate) fn prepare(request: WireRequest, runtime: &Handle) -> Result<Prepared
     *req.headers_mut() = headers;
     Ok(Prepared {
         request: req,
+        key,
+        target,
         timeout: request.timeout,
         connect_timeout: request.connect_timeout,
         read_timeout: request.read_timeout,
         resend,
         upload_failure,
+        activity,
     })
+}
+
+/// The request target and Host header for each kind of connection: HTTP/1.1
+/// sends the origin form (`/path?q`) with Host, or the absolute form to a
+/// forwarding proxy; HTTP/2 takes scheme and authority from the full url
+/// (`:scheme`, `:authority`) and sends no Host.
+pub(crate) struct Target {
+    full: Uri,
+    origin_form: Uri,
+    /// The Host value, unless the application gave its own.
+    host: Option<HeaderValue>,
+}
+
+impl Target {
+    fn new(url: &url::Url, full: &Uri, headers: &HeaderMap) -> Result<Target> {
+        let origin_form = match full.path_and_query() {
+            Some(p) => Uri::from(p.clone()),
+            None => Uri::from_static("/"),
+        };
+        let host = if headers.contains_key(HOST) {
+            None
+        } else {
+            // `host_str` brackets IPv6 literals; `port` is None for the
+            // scheme's default, which Host then leaves out.
+            let host = url.host_str().unwrap_or_default();
+            let value = match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            };
+            Some(HeaderValue::from_str(&value).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidRequest,
+                    format!("the host cannot be a Host header: {e}"),
+                )
+                .with_source(e)
+            })?)
+        };
+        Ok(Target {
+            full: full.clone(),
+            origin_form,
+            host,
+        })
+    }
+
+    /// Shapes `request` for a connection that is HTTP/2 (`h2`) or goes to
+    /// a forwarding proxy (`forwarded`).
+    pub(crate) fn apply(&self, request: &mut Request<WireBody>, h2: bool, forwarded: bool) {
+        if h2 {
+            *request.uri_mut() = self.full.clone();
+            *request.version_mut() = Version::HTTP_2;
+            if self.host.is_some() {
+                request.headers_mut().remove(HOST);
+            }
+            return;
+        }
+        *request.uri_mut() = if forwarded {
+            self.full.clone()
+        } else {
+            self.origin_form.clone()
+        };
+        *request.version_mut() = Version::HTTP_11;
+        if let Some(host) = &self.host {
+            if !request.headers().contains_key(HOST) {
+                // Appended after the application's headers, as hyper-util's
+                // client did.
+                request.headers_mut().insert(HOST, host.clone());
+            }
+        }
+    }
 }
 
 /// A bodyless request, kept to be sent once more.
@@ -141,7 +259,10 @@ pub(crate) struct Resend {
 
 impl Resend {
     pub(crate) fn request(self) -> Request<WireBody> {
-        let mut req = Request::new(WireBody { kind: Kind::Empty });
+        let mut req = Request::new(WireBody {
+            kind: Kind::Empty,
+            activity: None,
+        });
         *req.method_mut() = self.method;
         *req.uri_mut() = self.uri;
         *req.version_mut() = Version::HTTP_11;
@@ -150,16 +271,14 @@ impl Resend {
     }
 }
 
-/// The url as an `http::Uri`, without userinfo: credentials travel in
-/// headers that handle-api writes, never in the request target.
+/// The url as an `http::Uri`, without userinfo and fragment: credentials
+/// travel in headers that handle-api writes, never in the request target.
 fn uri(url: &url::Url) -> Result<Uri> {
     let mut url = url.clone();
     // Neither can fail for an http url with a host, which was checked above.
     let _ = url.set_username("");
     let _ = url.set_password(None);
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(Error::new(ErrorKind::InvalidRequest, "the url has no host"));
-    }
+    url.set_fragment(None);
     url.as_str().parse::<Uri>().map_err(|e| {
         Error::new(
             ErrorKind::InvalidRequest,
@@ -172,6 +291,9 @@ fn uri(url: &url::Url) -> Result<Uri> {
 /// The request body as hyper pulls it.
 pub(crate) struct WireBody {
     kind: Kind,
+    /// Restarted by every piece hyper takes: over HTTP/2 nothing else tells
+    /// this exchange's bytes from the other streams'.
+    activity: Option<Arc<Activity>>,
 }
 
 enum Kind {
@@ -203,6 +325,7 @@ impl WireBody {
         framing: BodyFraming,
         runtime: Handle,
         failure: UploadFailure,
+        activity: Arc<Activity>,
     ) -> Self {
         let kind = match framing {
             // An empty POST still says `Content-Length: 0`, but from the
@@ -225,7 +348,10 @@ impl WireBody {
                 }),
             },
         };
-        WireBody { kind }
+        WireBody {
+            kind,
+            activity: Some(activity),
+        }
     }
 }
 
@@ -237,7 +363,8 @@ impl Body for WireBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, UploadAborted>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Memory { data, upload } => match data.take() {
                 Some(d) => {
@@ -248,7 +375,11 @@ impl Body for WireBody {
                 None => Poll::Ready(None),
             },
             Kind::Stream(s) => s.poll_frame(cx),
+        };
+        if let (Poll::Ready(Some(Ok(_))), Some(a)) = (&polled, &this.activity) {
+            a.touch();
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,55 +1,17 @@
-//! hyper's and hyper-util's errors → [`handle_api::Error`].
+//! hyper's errors → [`handle_api::Error`].
 //!
 //! hyper's error is opaque: what it tells is its `is_*` checks and its
 //! `source()` chain. Each mapping below walks that chain and looks for the
-//! first cause it recognises: our own connector's [`ConnectFailure`], a
-//! `hyper::Error`, or the `io::Error` underneath.
+//! first cause it recognises: a `hyper::Error`, a rustls error (a TLS alert
+//! can arrive after the handshake, in TLS 1.3 when the server refuses the
+//! client certificate), or the `io::Error` underneath. Connect failures
+//! never get here: the connector reports them in the contract's terms.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
-use std::time::Duration;
 
 use handle_api::{Error, ErrorKind, TimeoutPhase};
-
-/// Why the backend's connector produced no connection, for the cases
-/// hyper-util cannot tell apart by itself. Boxed into hyper-util's connect
-/// error and found again by downcasting along the source chain.
-#[derive(Debug)]
-pub(crate) enum ConnectFailure {
-    /// The host overrides map this name to no address.
-    NoAddress {
-        /// The name that was looked up.
-        host: String,
-        /// The port it was looked up with.
-        port: u16,
-    },
-    /// The system resolver failed.
-    Resolve(io::Error),
-    /// The request's connect timeout elapsed.
-    Timeout(Duration),
-}
-
-impl fmt::Display for ConnectFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnectFailure::NoAddress { host, port } => {
-                write!(f, "{host}:{port} is mapped to no address")
-            }
-            ConnectFailure::Resolve(e) => write!(f, "name resolution failed: {e}"),
-            ConnectFailure::Timeout(t) => write!(f, "no connection within {t:?}"),
-        }
-    }
-}
-
-impl StdError for ConnectFailure {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            ConnectFailure::Resolve(e) => Some(e),
-            _ => None,
-        }
-    }
-}
 
 /// The error frame a streamed request body yields when its reader failed.
 /// The `io::Error` itself travels beside it (see `convert::UploadFailure`),
@@ -98,12 +60,47 @@ pub(crate) fn total_timeout(elapsed: tokio::time::error::Elapsed) -> Error {
     Error::timeout(TimeoutPhase::Total).with_source(elapsed)
 }
 
-/// A failure before the response head arrived (connecting, sending the
-/// request, reading the head).
-pub(crate) fn request(
-    err: hyper_util::client::legacy::Error,
-    upload_failed: Option<io::Error>,
-) -> Error {
+/// A TLS error (an alert from the server, a bad record) somewhere in the chain.
+fn tls(e: &(dyn StdError + 'static)) -> Option<Error> {
+    let io = chain(e).find_map(|e| {
+        let io = e.downcast_ref::<io::Error>()?;
+        crate::tls::rustls_error(io)
+    })?;
+    Some(Error::tls(
+        crate::tls::problem(io),
+        format!("the TLS connection failed: {io}"),
+    ))
+}
+
+/// What an HTTP/2 error says, when the failure was one: `Some(Protocol)`
+/// for a peer that broke the protocol (or a frame this side could not
+/// take), `Some(Io)` for a stream the peer reset or a connection it closed
+/// with GOAWAY, `None` when a socket error underneath is the real cause.
+fn h2_kind(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
+    let h2 = find::<h2::Error>(e)?;
+    if h2.is_io() {
+        return None;
+    }
+    let broken = matches!(
+        h2.reason(),
+        Some(
+            h2::Reason::PROTOCOL_ERROR
+                | h2::Reason::FRAME_SIZE_ERROR
+                | h2::Reason::COMPRESSION_ERROR
+                | h2::Reason::FLOW_CONTROL_ERROR
+                | h2::Reason::STREAM_CLOSED
+        )
+    );
+    Some(if broken {
+        ErrorKind::Protocol
+    } else {
+        ErrorKind::Io
+    })
+}
+
+/// A failure before the response head arrived (sending the request,
+/// reading the head).
+pub(crate) fn request(err: hyper::Error, upload_failed: Option<io::Error>) -> Error {
     // A failed body read makes hyper abort the request with an error of its
     // own; the stored read error is the real cause.
     if let Some(e) = upload_failed {
@@ -112,22 +109,9 @@ pub(crate) fn request(
     let dyn_err: &(dyn StdError + 'static) = &err;
     let message = describe(dyn_err);
 
-    if let Some(failure) = find::<ConnectFailure>(dyn_err) {
-        let kind = match failure {
-            ConnectFailure::Timeout(_) => {
-                return Error::timeout(TimeoutPhase::Connect).with_source(err);
-            }
-            ConnectFailure::NoAddress { .. } | ConnectFailure::Resolve(_) => ErrorKind::Dns,
-        };
-        return Error::new(kind, message).with_source(err);
+    if let Some(e) = tls(dyn_err) {
+        return e.with_source(err);
     }
-
-    if err.is_connect() {
-        // Refused, unreachable, reset during the handshake: the connection
-        // was never established.
-        return Error::new(ErrorKind::Connect, message).with_source(err);
-    }
-
     // `Wire` raises the limit as an io::Error, whose source() skips the
     // error it wraps: look inside.
     let too_large = chain(dyn_err).find_map(|e| {
@@ -138,7 +122,8 @@ pub(crate) fn request(
     if let Some(limit) = too_large {
         return Error::new(ErrorKind::LimitExceeded, limit.to_string()).with_source(err);
     }
-    if let Some(h) = find::<hyper::Error>(dyn_err) {
+    let h = &err;
+    {
         // `is_parse_too_large` exists only with hyper's server feature; its
         // message is the same check ("message head is too large").
         if h.is_parse() && h.to_string().contains("too large") {
@@ -165,6 +150,9 @@ pub(crate) fn request(
     if find::<UploadAborted>(dyn_err).is_some() {
         return Error::new(ErrorKind::Io, message).with_source(err);
     }
+    if let Some(kind) = h2_kind(dyn_err) {
+        return Error::new(kind, message).with_source(err);
+    }
 
     if let Some(io) = find::<io::Error>(dyn_err) {
         if matches!(
@@ -190,7 +178,8 @@ pub(crate) fn stale_connection() -> Error {
 
 /// A failure while the body streamed, after the head was reported.
 /// `expected` and `received` are the sink's Content-Length and byte count;
-/// `chunked` says the body's framing was chunked.
+/// `chunked` says the body's framing marks its own end (chunked, or HTTP/2's
+/// END_STREAM), so a cut before that end is a truncation.
 pub(crate) fn body(
     err: hyper::Error,
     expected: Option<u64>,
@@ -209,7 +198,18 @@ pub(crate) fn body(
         }
     }
     let dyn_err: &(dyn StdError + 'static) = &err;
+    if let Some(e) = tls(dyn_err) {
+        return e.with_source(err);
+    }
     let message = describe(dyn_err);
+    match h2_kind(dyn_err) {
+        Some(ErrorKind::Protocol) => {
+            return Error::new(ErrorKind::Protocol, message).with_source(err)
+        }
+        // The peer reset the stream or went away before its end.
+        Some(_) => return Error::truncated(expected, received).with_source(err),
+        None => {}
+    }
     let io_kind = find::<io::Error>(dyn_err).map(io::Error::kind);
     let broken = matches!(
         io_kind,
@@ -239,20 +239,4 @@ pub(crate) fn body(
         ErrorKind::Io
     };
     Error::new(kind, message).with_source(err)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connect_failures_name_their_cause() {
-        let f = ConnectFailure::NoAddress {
-            host: "a.test".into(),
-            port: 80,
-        };
-        assert_eq!(f.to_string(), "a.test:80 is mapped to no address");
-        let wrapped: Box<dyn StdError + Send + Sync> = Box::new(f);
-        assert!(find::<ConnectFailure>(&*wrapped).is_some());
-    }
 }

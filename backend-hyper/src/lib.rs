@@ -1,13 +1,16 @@
 //! The resource-handle backend over hyper 1.x.
 //!
-//! [`HyperHandleManager`] puts each exchange on the wire with hyper-util's
-//! pooled client, on a multi-thread tokio runtime the backend owns, so it
-//! works the same from plain `fn main` and from inside any async runtime.
+//! [`HyperHandleManager`] puts each exchange on the wire with hyper's
+//! HTTP/1.1 and HTTP/2 connections from a pool of its own, on a multi-thread
+//! tokio runtime the backend owns, so it works the same from plain
+//! `fn main` and from inside any async runtime. https is rustls (ring);
+//! proxies are HTTP (forwarding and CONNECT tunnels) and SOCKS5.
 //!
 //! **The rule that keeps backends the same: policy lives once, in
 //! handle-api; a backend owns only the wire.** This backend sends the
-//! headers it is given plus Host and the framing header handle-api chose,
-//! and nothing else: no redirects, cookies, decoding or default headers.
+//! headers it is given plus Host (over HTTP/1.1), the framing header
+//! handle-api chose and, to a forwarding proxy, Proxy-Authorization, and
+//! nothing else: no redirects, cookies, decoding or default headers.
 //!
 //! ```no_run
 //! # fn demo() -> handle_api::Result<()> {
@@ -19,15 +22,21 @@
 //! ```
 //!
 //! Files, as in every backend crate: `convert.rs` builds hyper's request,
-//! `error.rs` maps hyper's errors, `driver.rs` runs the runtime, the
-//! connector and the exchange task.
+//! `error.rs` maps hyper's errors, `driver.rs` runs the runtime and the
+//! exchange task. Besides: `pool.rs` keeps the connections, `connect.rs`
+//! makes them, `conn.rs` watches their bytes, `tls.rs` and `proxy.rs` do
+//! the TLS and proxy handshakes.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod conn;
+mod connect;
 mod convert;
 mod driver;
 mod error;
+mod pool;
+mod proxy;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -38,20 +47,21 @@ use handle_api::{
 };
 use tokio::runtime::{Handle, Runtime};
 
-/// The hyper backend: one tokio runtime and one pooled hyper client, shared
-/// by every exchange.
+/// The hyper backend: one tokio runtime and one connection pool, shared by
+/// every exchange.
 pub struct HyperHandleManager {
     /// `Option` so that `Drop` can take it and shut it down without blocking.
     runtime: Option<Runtime>,
     handle: Handle,
-    client: driver::HttpClient,
-    slots: std::sync::Arc<driver::HostSlots>,
+    pool: Arc<pool::Pool>,
+    limits: driver::HeadLimits,
     capabilities: Capabilities,
 }
 
 impl HyperHandleManager {
     /// Creates the backend: starts its runtime and configures its pool from
-    /// `config` (host overrides, connections kept per host, idle timeout).
+    /// `config` (host overrides, connections per host, idle timeout, head
+    /// limits) and its TLS client (roots, verification, identity).
     pub fn new(config: &BackendConfig) -> Result<Self> {
         let runtime = driver::runtime().map_err(|e| {
             Error::new(
@@ -61,12 +71,15 @@ impl HyperHandleManager {
             .with_source(e)
         })?;
         let handle = runtime.handle().clone();
-        let (client, slots) = driver::client(config, handle.clone());
+        let pool = pool::Pool::new(config, handle.clone());
         Ok(HyperHandleManager {
             runtime: Some(runtime),
             handle,
-            client,
-            slots,
+            pool,
+            limits: driver::HeadLimits {
+                bytes: config.max_response_head_bytes,
+                fields: config.max_response_headers,
+            },
             capabilities: capabilities(),
         })
     }
@@ -76,23 +89,11 @@ impl HyperHandleManager {
 fn capabilities() -> Capabilities {
     Capabilities::new()
         .with(Capability::Http1)
-        .without(Capability::Https, "TLS comes with the rustls connector")
-        .without(
-            Capability::Http2,
-            "HTTP/2 is not enabled in the hyper backend yet",
-        )
-        .without(
-            Capability::Proxy,
-            "proxies are not wired into the hyper backend yet",
-        )
-        .without(
-            Capability::Socks5,
-            "SOCKS5 proxies are not wired into the hyper backend yet",
-        )
-        .without(
-            Capability::ClientCertificate,
-            "TLS comes with the rustls connector",
-        )
+        .with(Capability::Https)
+        .with(Capability::Http2)
+        .with(Capability::Proxy)
+        .with(Capability::Socks5)
+        .with(Capability::ClientCertificate)
 }
 
 /// Creates a [`HyperHandleManager`] as a shared backend; usable directly as
@@ -116,12 +117,8 @@ impl ResourceHandleManager for HyperHandleManager {
             // `Handle::spawn` neither blocks nor needs the caller to be in
             // any runtime, which is what makes `start` safe from anywhere.
             Ok(prepared) => {
-                self.handle.spawn(driver::run(
-                    self.client.clone(),
-                    self.slots.clone(),
-                    prepared,
-                    sink,
-                ));
+                self.handle
+                    .spawn(driver::run(self.pool.clone(), self.limits, prepared, sink));
             }
             Err(e) => sink.fail(e),
         }

@@ -779,34 +779,42 @@ fn malformed_status_line_is_protocol() {
 }
 
 #[test]
-fn unsupported_options_fail_as_unsupported() {
+fn version_preferences_in_cleartext() {
     let server = ok_server("ok");
     let nam = server.nam();
-    assert!(nam.capabilities().supports(Capability::Http1));
-    assert!(!nam.capabilities().supports(Capability::Https));
-    assert_eq!(nam.backend_name(), "hyper");
-    for pref in [HttpVersionPref::Http2, HttpVersionPref::Http2PriorKnowledge] {
-        let mut h = nam.load(
-            ResourceRequest::get(server.url("/"))
-                .http_version(pref)
-                .build()
-                .unwrap(),
-        );
-        assert_eq!(
-            h.response_blocking().unwrap_err().kind(),
-            ErrorKind::Unsupported
-        );
+    for c in [
+        Capability::Http1,
+        Capability::Https,
+        Capability::Http2,
+        Capability::Proxy,
+        Capability::Socks5,
+        Capability::ClientCertificate,
+    ] {
+        assert!(nam.capabilities().supports(c), "{c:?}");
     }
+    assert_eq!(nam.backend_name(), "hyper");
+    // Without TLS there is no ALPN to offer h2 with: HTTP/1.1.
     let mut h = nam.load(
-        ResourceRequest::get(format!("https://origin.test:{}/", server.port))
+        ResourceRequest::get(server.url("/"))
+            .http_version(HttpVersionPref::Http2)
             .build()
             .unwrap(),
     );
-    assert_eq!(
-        h.response_blocking().unwrap_err().kind(),
-        ErrorKind::Unsupported
+    let resp = h.response_blocking().unwrap();
+    assert_eq!(resp.version_str(), "HTTP/1.1");
+    assert_eq!(&h.bytes_blocking().unwrap()[..], b"ok");
+    assert!(server.heads()[0].line.ends_with(" HTTP/1.1"));
+    // Prior knowledge speaks HTTP/2 from the first byte: an HTTP/1.1-only
+    // server cannot answer it, and that is an error, not a response.
+    let mut h = nam.load(
+        ResourceRequest::get(server.url("/h2"))
+            .http_version(HttpVersionPref::Http2PriorKnowledge)
+            .build()
+            .unwrap(),
     );
-    assert_eq!(server.accepted.load(Ordering::SeqCst), 0);
+    let e = h.response_blocking().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
 }
 
 // ---- runtimes ---------------------------------------------------------------
