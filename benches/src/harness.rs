@@ -12,6 +12,14 @@
 //! Without a child command the pairs run in this process, and CPU and
 //! memory are not reported (they would include the server and every other
 //! client).
+//!
+//! In an HTTP/2 workload the harness also reads the embedded server's counts
+//! around each client's warm-up and each of its runs, which it can attribute
+//! because the clients take turns: the warm-up must open exactly one
+//! connection, a run none, and the server must have served over HTTP/2
+//! exactly the requests the client counted. A client that misses fails,
+//! instead of a figure that measured something else. With an external
+//! server (`target`) there is nothing to count, so the workload is skipped.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -244,8 +252,8 @@ impl Session {
         size: u64,
         own_process: bool,
     ) -> Result<Session, String> {
-        client.supports(workload).map_err(str::to_owned)?;
-        let mut runner = clients::make(client, workload.in_flight())?;
+        client.supports(workload)?;
+        let mut runner = clients::make(client, workload)?;
         // The warm-up opens the connections and warms pools and allocators;
         // its figure is thrown away. External tools start afresh each run.
         let warm_size = size.min(16 * MIB);
@@ -362,7 +370,15 @@ pub fn plan(options: &Options) -> (Vec<(Workload, ClientKind)>, Vec<Skipped>) {
     let mut run = Vec::new();
     let mut skipped = Vec::new();
     for &w in &options.workloads {
-        if let Err(why) = w.availability() {
+        let available = match w.availability() {
+            Err(why) => Err(why),
+            Ok(()) if w.is_http2() && options.target.is_some() => Err(
+                "the one-connection check needs the embedded server, which counts the \
+                 connections it accepts",
+            ),
+            Ok(()) => Ok(()),
+        };
+        if let Err(why) = available {
             skipped.push(Skipped {
                 workload: w.name().into(),
                 client: None,
@@ -372,7 +388,7 @@ pub fn plan(options: &Options) -> (Vec<(Workload, ClientKind)>, Vec<Skipped>) {
         }
         for &c in &options.clients {
             let reason = match c.supports(w) {
-                Err(why) => Some(why.to_owned()),
+                Err(why) => Some(why),
                 Ok(()) => c
                     .program()
                     .filter(|p| find_program(p).is_none())
@@ -401,17 +417,19 @@ pub fn plan(options: &Options) -> (Vec<(Workload, ClientKind)>, Vec<Skipped>) {
 /// machine then falls on every client alike instead of on one of them.
 pub fn run(options: &Options, mut progress: impl FnMut(Progress)) -> Result<Report, String> {
     let (pairs, skipped) = plan(options);
-    let server;
+    let mut embedded = None;
     let (base, server_desc) = match &options.target {
         Some(t) => {
             let base = check_target(t)?;
             (base.clone(), format!("external server at {base}"))
         }
         None => {
-            server = BenchServer::start(options.server_threads)
+            let server = BenchServer::start(options.server_threads)
                 .map_err(|e| format!("cannot start the benchmark server: {e}"))?;
+            let url = server.url();
+            embedded = Some(server);
             (
-                server.url(),
+                url,
                 format!(
                     "embedded hyper server, {} worker thread{}",
                     options.server_threads,
@@ -440,6 +458,8 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress)) -> Result<Repo
     workloads.dedup();
     for workload in workloads {
         let limit = deadline(workload, options);
+        // plan() keeps HTTP/2 workloads for the embedded server only.
+        let watch = embedded.as_ref().filter(|_| workload.is_http2());
         let mut contenders = Vec::new();
         for &(_, client) in pairs.iter().filter(|p| p.0 == workload) {
             step += 1;
@@ -458,9 +478,16 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress)) -> Result<Repo
                 duration_secs: options.duration.as_secs_f64(),
                 size: options.size,
             };
+            let before = watch.map(Counts::of);
             let started = match &options.child {
                 Some(cmd) => ChildProcess::start(cmd, &spec, limit).map(Contender::Child),
                 None => LocalThread::start(spec, limit).map(Contender::Local),
+            };
+            let started = match (started, before, watch) {
+                (Ok(c), Some(before), Some(server)) => {
+                    check_warm_up(before, Counts::of(server)).map(|()| c)
+                }
+                (started, _, _) => started,
             };
             match started {
                 Ok(c) => contenders.push((client, c, Vec::new())),
@@ -487,7 +514,14 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress)) -> Result<Repo
                 if contender.failed().is_some() {
                     continue;
                 }
-                match contender.run_once(limit) {
+                let before = watch.map(Counts::of);
+                let measured = contender.run_once(limit).and_then(|(value, requests)| {
+                    if let (Some(before), Some(server)) = (before, watch) {
+                        check_run(before, Counts::of(server), requests)?;
+                    }
+                    Ok(value)
+                });
+                match measured {
                     Ok(v) => values.push(v),
                     Err(e) => contender.fail(e),
                 }
@@ -523,6 +557,59 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress)) -> Result<Repo
         }
     }
     Ok(report)
+}
+
+/// The embedded server's counts at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    connections: u64,
+    http2_requests: u64,
+}
+
+impl Counts {
+    fn of(server: &BenchServer) -> Counts {
+        Counts {
+            connections: server.connections_accepted(),
+            http2_requests: server.http2_requests(),
+        }
+    }
+}
+
+/// An HTTP/2 client's warm-up must open one connection (the one all its
+/// runs share) and speak HTTP/2 on it.
+fn check_warm_up(before: Counts, after: Counts) -> Result<(), String> {
+    let opened = after.connections.saturating_sub(before.connections);
+    if opened != 1 {
+        return Err(format!(
+            "the warm-up opened {opened} connections; the workload multiplexes every stream \
+             on one"
+        ));
+    }
+    if after.http2_requests == before.http2_requests {
+        return Err("the server received no HTTP/2 request during the warm-up".into());
+    }
+    Ok(())
+}
+
+/// An HTTP/2 client's run must open no connection (it keeps the warm-up's),
+/// and the server must have served over HTTP/2 exactly the requests the
+/// client counted.
+fn check_run(before: Counts, after: Counts, requests: u64) -> Result<(), String> {
+    let opened = after.connections.saturating_sub(before.connections);
+    if opened != 0 {
+        return Err(format!(
+            "the run opened {opened} more connection{}; the workload multiplexes every stream \
+             on the warm-up's one",
+            if opened == 1 { "" } else { "s" }
+        ));
+    }
+    let served = after.http2_requests.saturating_sub(before.http2_requests);
+    if served != requests {
+        return Err(format!(
+            "the client counted {requests} requests, the server served {served} over HTTP/2"
+        ));
+    }
+    Ok(())
 }
 
 /// How long one warm-up or run may take before its child is stopped:
@@ -569,10 +656,13 @@ impl Contender {
         }
     }
 
-    fn run_once(&mut self, limit: Duration) -> Result<f64, String> {
+    /// One run: its figure and the requests it completed.
+    fn run_once(&mut self, limit: Duration) -> Result<(f64, u64), String> {
         let line = self.ask("run", limit)?;
-        line.value
-            .ok_or_else(|| "the client answered a run without a figure".to_owned())
+        match (line.value, line.requests) {
+            (Some(value), Some(requests)) => Ok((value, requests)),
+            _ => Err("the client answered a run without a figure".to_owned()),
+        }
     }
 
     fn finish(mut self, limit: Duration) -> Result<(Option<f64>, Option<u64>), String> {
@@ -819,16 +909,52 @@ mod tests {
 
     #[test]
     fn plan_skips_what_cannot_run() {
-        let options = Options {
+        let mut options = Options {
             workloads: vec![Workload::DownloadLength, Workload::H2Multiplex],
-            clients: vec![ClientKind::Reqwest, ClientKind::Wrk],
+            clients: vec![ClientKind::Reqwest, ClientKind::UreqDirect, ClientKind::Wrk],
             ..Options::default()
         };
         let (run, skipped) = plan(&options);
-        assert_eq!(run, vec![(Workload::DownloadLength, ClientKind::Reqwest)]);
-        assert!(skipped.iter().any(|s| s.workload == "h2-multiplex"));
+        assert_eq!(
+            run,
+            vec![
+                (Workload::DownloadLength, ClientKind::Reqwest),
+                (Workload::DownloadLength, ClientKind::UreqDirect),
+                (Workload::H2Multiplex, ClientKind::Reqwest),
+            ]
+        );
+        let skipped_pair = |w: &str, c: &str| {
+            skipped
+                .iter()
+                .any(|s| s.workload == w && s.client.as_deref() == Some(c))
+        };
+        assert!(skipped_pair("download-length", "wrk"));
+        assert!(skipped_pair("h2-multiplex", "wrk"));
+        assert!(skipped_pair("h2-multiplex", "ureq-direct"));
+        // An external server counts nothing: the one-connection check cannot be made.
+        options.target = Some("http://127.0.0.1:1".into());
+        let (run, skipped) = plan(&options);
+        assert!(run.iter().all(|(w, _)| *w == Workload::DownloadLength));
         assert!(skipped
             .iter()
-            .any(|s| s.client.as_deref() == Some("wrk") && s.workload == "download-length"));
+            .any(|s| s.workload == "h2-multiplex" && s.client.is_none()));
+    }
+
+    #[test]
+    fn one_connection_checks() {
+        let at = |connections, http2_requests| Counts {
+            connections,
+            http2_requests,
+        };
+        assert_eq!(check_warm_up(at(3, 0), at(4, 640)), Ok(()));
+        assert!(check_warm_up(at(3, 0), at(5, 640)).is_err());
+        assert!(check_warm_up(at(3, 0), at(3, 640)).is_err());
+        // Connected once, but spoke HTTP/1.1.
+        assert!(check_warm_up(at(3, 0), at(4, 0)).is_err());
+        assert_eq!(check_run(at(4, 640), at(4, 1640), 1000), Ok(()));
+        let more = check_run(at(4, 640), at(6, 1640), 1000).unwrap_err();
+        assert!(more.contains("opened 2 more connections"), "{more}");
+        // Fewer HTTP/2 requests served than counted: some went another way.
+        assert!(check_run(at(4, 640), at(4, 1000), 1000).is_err());
     }
 }

@@ -1,5 +1,7 @@
 //! The benchmark server: hyper 1.x on a tokio runtime of its own, on
-//! 127.0.0.1 with a free port.
+//! 127.0.0.1 with a free port, speaking HTTP/1.1 and cleartext HTTP/2
+//! (prior knowledge: a connection that opens with the HTTP/2 preface) on the
+//! same port, as hyper-util's `auto` connection builder tells them apart.
 //!
 //! Routes (any other path is 404):
 //! - `GET /small`: a 13-byte body with Content-Length (the latency and
@@ -10,20 +12,28 @@
 //!
 //! Bodies are sent from one static block, so the server neither allocates
 //! nor copies per byte: what limits a download is the client.
+//!
+//! The server counts the connections it accepts and the requests it served
+//! over HTTP/2 ([`BenchServer::connections_accepted`],
+//! [`BenchServer::http2_requests`]): the harness checks with them that an
+//! HTTP/2 client really multiplexed all its streams on one connection.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
@@ -41,6 +51,15 @@ const MAX_BODY: u64 = 64 << 30;
 pub struct BenchServer {
     addr: SocketAddr,
     runtime: Option<Runtime>,
+    counters: Arc<Counters>,
+}
+
+/// What the server counts. Relaxed atomics: one add per connection, and one
+/// per HTTP/2 request only, so the HTTP/1.1 workloads pay nothing per request.
+#[derive(Default)]
+struct Counters {
+    connections: AtomicU64,
+    http2_requests: AtomicU64,
 }
 
 impl BenchServer {
@@ -58,11 +77,23 @@ impl BenchServer {
             .build()?;
         let listener = runtime.block_on(TcpListener::bind(("127.0.0.1", port)))?;
         let addr = listener.local_addr()?;
-        runtime.spawn(accept_loop(listener));
+        let counters = Arc::new(Counters::default());
+        runtime.spawn(accept_loop(listener, counters.clone()));
         Ok(BenchServer {
             addr,
             runtime: Some(runtime),
+            counters,
         })
+    }
+
+    /// Connections accepted since the server started.
+    pub fn connections_accepted(&self) -> u64 {
+        self.counters.connections.load(Ordering::Relaxed)
+    }
+
+    /// Requests received over HTTP/2 since the server started.
+    pub fn http2_requests(&self) -> u64 {
+        self.counters.http2_requests.load(Ordering::Relaxed)
     }
 
     /// The bound address.
@@ -92,7 +123,17 @@ impl std::fmt::Debug for BenchServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener) {
+/// The connection builder: HTTP/1.1 as before (keep-alive, vectored
+/// writes) and HTTP/2 with hyper's defaults (200 concurrent streams, 1 MiB
+/// windows), told apart by the first bytes a client sends.
+fn builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(true).writev(true);
+    builder
+}
+
+async fn accept_loop(listener: TcpListener, counters: Arc<Counters>) {
+    let builder = Arc::new(builder());
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
@@ -102,12 +143,18 @@ async fn accept_loop(listener: TcpListener) {
                 continue;
             }
         };
+        counters.connections.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
+        let (builder, counters) = (builder.clone(), counters.clone());
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .writev(true)
-                .serve_connection(TokioIo::new(stream), service_fn(route))
+            let service = service_fn(move |req: Request<Incoming>| {
+                if req.version() == Version::HTTP_2 {
+                    counters.http2_requests.fetch_add(1, Ordering::Relaxed);
+                }
+                route(req)
+            });
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use resource_handle::Backend;
+use resource_handle::{Backend, Capability, NetworkAccessManager};
 
 /// One workload on loopback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,7 +20,8 @@ pub enum Workload {
     DownloadChunked,
     /// A large request body with Content-Length, streamed from a generator.
     Upload,
-    /// Many streams multiplexed on one HTTP/2 connection: not available yet.
+    /// Small GETs with 64 in flight as streams of one cleartext HTTP/2
+    /// connection (prior knowledge).
     H2Multiplex,
 }
 
@@ -77,7 +78,9 @@ impl Workload {
             Workload::DownloadLength => "a large body with Content-Length streamed to a sink",
             Workload::DownloadChunked => "a large chunked body streamed to a sink",
             Workload::Upload => "a large streamed upload with Content-Length",
-            Workload::H2Multiplex => "HTTP/2 streams multiplexed on one connection",
+            Workload::H2Multiplex => {
+                "small GETs, 64 in flight as HTTP/2 streams on one connection (prior knowledge)"
+            }
         }
     }
 
@@ -106,14 +109,18 @@ impl Workload {
         self.unit() == Unit::RequestsPerSecond
     }
 
-    /// `Err(reason)` when the workload cannot run in this build.
+    /// True for the workloads spoken in cleartext HTTP/2 with prior
+    /// knowledge. Every response must then be HTTP/2, and all of a client's
+    /// requests must share one connection: the harness checks both against
+    /// the embedded server's counts.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Workload::H2Multiplex)
+    }
+
+    /// `Err(reason)` when the workload cannot run in this build. Every
+    /// workload runs now; which clients run it is [`ClientKind::supports`].
     pub fn availability(self) -> Result<(), &'static str> {
-        match self {
-            Workload::H2Multiplex => {
-                Err("no backend speaks HTTP/2 yet (it comes with the TLS/HTTP/2 issue)")
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -209,16 +216,40 @@ impl ClientKind {
     }
 
     /// `Err(reason)` when this client does not run `workload`.
-    pub fn supports(self, workload: Workload) -> Result<(), &'static str> {
-        workload.availability()?;
+    ///
+    /// For an HTTP/2 workload a backend's answer comes from its own
+    /// capabilities (a manager is built to ask it), so a backend runs the
+    /// workload as soon as it declares HTTP/2.
+    pub fn supports(self, workload: Workload) -> Result<(), String> {
+        workload.availability().map_err(str::to_owned)?;
         match (self, workload) {
-            (ClientKind::Wrk, w) if !w.is_requests() => Err("wrk only sends small GETs"),
-            (ClientKind::Wrk, Workload::GetSequential) => {
-                Err("wrk measures throughput; the sequential latency run is left to the libraries")
+            (ClientKind::Abstraction(backend), w) if w.is_http2() => speaks_http2(backend),
+            (ClientKind::UreqDirect, w) if w.is_http2() => Err("ureq has no HTTP/2".into()),
+            (ClientKind::Wrk, w) if w.is_http2() => {
+                Err("wrk speaks HTTP/1.1 only (h2load is HTTP/2's wrk)".into())
             }
+            (ClientKind::CurlCli, w) if w.is_http2() => Err(
+                "the curl tool is a new process, so a new connection, every run; the workload \
+                 measures streams on one connection kept open across runs (curl-direct is \
+                 libcurl's HTTP/2)"
+                    .into(),
+            ),
+            (ClientKind::Wrk, w) if !w.is_requests() => Err("wrk only sends small GETs".into()),
+            (ClientKind::Wrk, Workload::GetSequential) => Err(
+                "wrk measures throughput; the sequential latency run is left to the libraries"
+                    .into(),
+            ),
             _ => Ok(()),
         }
     }
+}
+
+/// `Ok` when `backend` declares [`Capability::Http2`], else its reason.
+fn speaks_http2(backend: Backend) -> Result<(), String> {
+    let nam = NetworkAccessManager::builder()
+        .build(backend)
+        .map_err(|e| format!("cannot start the {backend} backend: {e}"))?;
+    nam.capabilities().check(Capability::Http2)
 }
 
 impl fmt::Display for ClientKind {
@@ -260,6 +291,31 @@ mod tests {
     fn wrk_only_sends_small_gets() {
         assert!(ClientKind::Wrk.supports(Workload::Get6).is_ok());
         assert!(ClientKind::Wrk.supports(Workload::DownloadLength).is_err());
-        assert!(ClientKind::Reqwest.supports(Workload::H2Multiplex).is_err());
+    }
+
+    #[test]
+    fn who_speaks_http2() {
+        for c in [
+            ClientKind::CurlDirect,
+            ClientKind::HyperDirect,
+            ClientKind::Reqwest,
+        ] {
+            assert_eq!(c.supports(Workload::H2Multiplex), Ok(()), "{c}");
+        }
+        for c in [ClientKind::UreqDirect, ClientKind::Wrk, ClientKind::CurlCli] {
+            let why = c.supports(Workload::H2Multiplex).unwrap_err();
+            assert!(!why.is_empty(), "{c}");
+        }
+        // The abstraction answers with the backend's own capability.
+        assert!(ClientKind::Abstraction(Backend::Ureq)
+            .supports(Workload::H2Multiplex)
+            .is_err());
+        for b in Backend::compiled() {
+            let nam = NetworkAccessManager::builder().build(b).unwrap();
+            let declared = nam.capabilities().check(Capability::Http2);
+            let client = ClientKind::Abstraction(b);
+            assert_eq!(client.supports(Workload::H2Multiplex), declared, "{b}");
+            assert_eq!(client.supports(Workload::Get6), Ok(()), "{b}");
+        }
     }
 }

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use benches::harness::{self, Options};
 use benches::{download, BenchServer, ClientKind, Workload};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use resource_handle::{Backend, NetworkAccessManager};
 
 #[test]
@@ -154,6 +157,124 @@ fn consecutive_large_downloads_through_one_connection() {
                      (the previous load's connection slot was not given back?)"
                 ),
             }
+        }
+    }
+}
+
+/// The same port speaks HTTP/2 to a client that opens with the preface
+/// (prior knowledge) and HTTP/1.1 to the others, and counts both kinds of
+/// connection and the HTTP/2 requests.
+#[test]
+fn the_server_speaks_http2_prior_knowledge_and_counts() {
+    let server = BenchServer::start(1).expect("starts");
+    assert_eq!(
+        (server.connections_accepted(), server.http2_requests()),
+        (0, 0)
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = format!("{}/small", server.url());
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(server.addr())
+            .await
+            .expect("connects");
+        let (mut sender, connection) =
+            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+                .await
+                .expect("HTTP/2 handshake");
+        tokio::spawn(connection);
+        let mut streams = Vec::new();
+        for _ in 0..3 {
+            let request = http::Request::get(url.as_str())
+                .body(Empty::new())
+                .expect("request");
+            sender.ready().await.expect("ready");
+            streams.push(sender.send_request(request));
+        }
+        for stream in streams {
+            let response = tokio::time::timeout(Duration::from_secs(10), stream)
+                .await
+                .expect("answered in time")
+                .expect("response");
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            assert_eq!(response.status(), 200);
+            let body = response.into_body().collect().await.expect("body");
+            assert_eq!(&body.to_bytes()[..], b"Hello, world!");
+        }
+    });
+    assert_eq!(server.connections_accepted(), 1);
+    assert_eq!(server.http2_requests(), 3);
+    let small = raw(
+        &server,
+        "GET /small HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(small.starts_with("HTTP/1.1 200"), "{small}");
+    assert_eq!(server.connections_accepted(), 2);
+    assert_eq!(
+        server.http2_requests(),
+        3,
+        "an HTTP/1.1 request is not counted"
+    );
+}
+
+/// h2-multiplex through every client that speaks HTTP/2 (the backends that
+/// declare it included), with the harness's one-connection and HTTP/2
+/// checks: any client that opened a second connection, fell back to
+/// HTTP/1.1 or lost requests would be a failure here.
+#[test]
+fn h2_multiplex_runs_on_one_connection() {
+    let clients: Vec<ClientKind> = ClientKind::ALL
+        .into_iter()
+        .filter(|c| !c.is_external())
+        .collect();
+    let speakers: Vec<ClientKind> = clients
+        .iter()
+        .copied()
+        .filter(|c| c.supports(Workload::H2Multiplex).is_ok())
+        .collect();
+    for direct in [
+        ClientKind::CurlDirect,
+        ClientKind::HyperDirect,
+        ClientKind::Reqwest,
+    ] {
+        assert!(speakers.contains(&direct), "{direct} speaks HTTP/2");
+    }
+    let options = Options {
+        workloads: vec![Workload::H2Multiplex],
+        clients: clients.clone(),
+        runs: 2,
+        duration: Duration::from_millis(60),
+        size: 1 << 20,
+        target: None,
+        child: None,
+        server_threads: 1,
+        step_limit: Some(Duration::from_secs(30)),
+    };
+    let report = harness::run(&options, |_| {}).expect("the harness runs");
+    assert!(
+        report.failures.is_empty(),
+        "failures: {:?}",
+        report.failures
+    );
+    for c in &clients {
+        let row = report.find("h2-multiplex", c.name());
+        if speakers.contains(c) {
+            let row = row.unwrap_or_else(|| panic!("no figure for {c}"));
+            assert_eq!(row.runs, 2);
+            assert_eq!(row.unit, "req/s");
+            assert!(row.min > 0.0, "{c}");
+        } else {
+            assert!(row.is_none(), "{c} does not speak HTTP/2");
+            assert!(
+                report
+                    .skipped
+                    .iter()
+                    .any(|s| s.workload == "h2-multiplex" && s.client.as_deref() == Some(c.name())),
+                "{c} is listed as skipped, with its reason"
+            );
         }
     }
 }

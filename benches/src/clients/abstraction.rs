@@ -6,6 +6,11 @@
 //! thread, so a wake-up polls only the handle that has news (the way a
 //! `FuturesUnordered` would), and the cost measured is the abstraction's, not
 //! a poll of every handle on every event.
+//!
+//! In the HTTP/2 workload each request asks for
+//! `HttpVersionPref::Http2PriorKnowledge`, and the manager's per-host limit
+//! is the streams in flight: how they share a connection is the backend's
+//! business (the harness checks that it is one).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -13,26 +18,48 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use resource_handle::{Backend, Event, NetworkAccessManager, ResourceHandle, ResourceRequest};
+use resource_handle::{
+    Backend, Event, HttpVersionPref, NetworkAccessManager, ResourceHandle, ResourceRequest,
+};
 
-use super::{check_length, check_sink_answer, check_status, upload_source, Runner, Sample, STALL};
+use super::{
+    check_length, check_sink_answer, check_status, check_version, upload_source, Protocol, Runner,
+    Sample, STALL,
+};
 
 pub(crate) struct Abstraction {
     nam: NetworkAccessManager,
     in_flight: usize,
+    protocol: Protocol,
 }
 
 impl Abstraction {
-    pub(crate) fn new(backend: Backend, in_flight: usize) -> Result<Self, String> {
+    pub(crate) fn new(
+        backend: Backend,
+        in_flight: usize,
+        protocol: Protocol,
+    ) -> Result<Self, String> {
         let nam = NetworkAccessManager::builder()
             .max_connections_per_host(in_flight)
             .build(backend)
             .map_err(|e| format!("cannot start the {backend} backend: {e}"))?;
-        Ok(Abstraction { nam, in_flight })
+        Ok(Abstraction {
+            nam,
+            in_flight,
+            protocol,
+        })
+    }
+
+    fn preference(&self) -> HttpVersionPref {
+        match self.protocol {
+            Protocol::Http1 => HttpVersionPref::Http1,
+            Protocol::Http2PriorKnowledge => HttpVersionPref::Http2PriorKnowledge,
+        }
     }
 
     fn start(&self, url: &str) -> Result<ResourceHandle, String> {
         let request = ResourceRequest::get(url)
+            .http_version(self.preference())
             .build()
             .map_err(|e| e.to_string())?;
         Ok(self.nam.load(request))
@@ -76,6 +103,7 @@ impl Wake for SlotWaker {
 impl Runner for Abstraction {
     fn requests(&mut self, url: &str, until: Instant) -> Result<Sample, String> {
         let n = self.in_flight.max(1);
+        let want = self.protocol.version();
         let ready = Arc::new(Ready {
             queue: Mutex::new(VecDeque::with_capacity(n * 2)),
             thread: thread::current(),
@@ -112,6 +140,7 @@ impl Runner for Abstraction {
                         Poll::Pending => break,
                         Poll::Ready(Some(Event::Response(r))) => {
                             check_status(r.status().as_u16(), url)?;
+                            check_version(r.version(), want, url)?;
                         }
                         Poll::Ready(Some(Event::Finished)) => {
                             done += 1;
@@ -136,11 +165,9 @@ impl Runner for Abstraction {
 
     fn download(&mut self, url: &str, expected: u64) -> Result<Sample, String> {
         let mut handle = self.start(url)?;
-        let status = handle
-            .response_blocking()
-            .map_err(|e| e.to_string())?
-            .status();
-        check_status(status.as_u16(), url)?;
+        let response = handle.response_blocking().map_err(|e| e.to_string())?;
+        check_status(response.status().as_u16(), url)?;
+        check_version(response.version(), self.protocol.version(), url)?;
         let mut total = 0u64;
         while let Some(chunk) = handle.chunk_blocking().map_err(|e| e.to_string())? {
             total += chunk.len() as u64;
@@ -150,6 +177,7 @@ impl Runner for Abstraction {
 
     fn upload(&mut self, url: &str, len: u64) -> Result<Sample, String> {
         let request = ResourceRequest::post(url)
+            .http_version(self.preference())
             .body(resource_handle::RequestBody::sized(upload_source(len), len))
             .build()
             .map_err(|e| e.to_string())?;

@@ -3,15 +3,23 @@
 //! reused for the next request (curl's recommended way), with the options the
 //! curl backend sets: HTTP/1.1, 256 KiB receive and upload buffers,
 //! TCP_NODELAY, no redirects, no decoding, no proxy, no `Expect:`.
+//!
+//! In the HTTP/2 workload the easy handles ask for
+//! `CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE` with `CURLOPT_PIPEWAIT` (wait for
+//! the connection being opened rather than open another), and the multi
+//! handle multiplexes (`CURLMOPT_PIPELINING` = `CURLPIPE_MULTIPLEX`): every
+//! transfer is a stream of one connection.
 
 use std::io::{Read, Repeat, Take};
 use std::time::{Duration, Instant};
 
 use curl::easy::{Easy2, Handler, HttpVersion, List, ReadError, WriteError};
 use curl::multi::{Easy2Handle, Multi};
+use http::Version;
 
 use super::{
-    check_length, check_sink_answer, check_status, upload_source, Runner, Sample, STALL, USER_AGENT,
+    check_length, check_sink_answer, check_status, check_version, upload_source, Protocol, Runner,
+    Sample, STALL, USER_AGENT,
 };
 
 /// As the curl backend: larger than curl's 16 KiB default.
@@ -21,17 +29,50 @@ const UPLOAD_BUFFER: usize = 256 * 1024;
 pub(crate) struct CurlDirect {
     multi: Multi,
     in_flight: usize,
+    protocol: Protocol,
 }
 
-/// Counts body bytes and keeps a short response (the `/sink` answer).
+/// Counts body bytes, keeps a short response (the `/sink` answer) and the
+/// version of the response's status line.
 #[derive(Default)]
 struct Collector {
     received: u64,
     keep: Vec<u8>,
     upload: Option<Take<Repeat>>,
+    version: Option<Version>,
+}
+
+impl Collector {
+    /// Ready for the next transfer of a reused handle.
+    fn reset(&mut self) {
+        self.received = 0;
+        self.version = None;
+    }
+}
+
+/// The version of a status line as curl hands it to the header callback
+/// (`HTTP/1.1 200 OK`, `HTTP/2 200`); `None` for any other header line.
+fn status_line_version(line: &[u8]) -> Option<Version> {
+    let rest = line.strip_prefix(b"HTTP/")?;
+    let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    Some(match &rest[..end] {
+        b"1.0" => Version::HTTP_10,
+        b"1.1" => Version::HTTP_11,
+        b"2" | b"2.0" => Version::HTTP_2,
+        b"3" => Version::HTTP_3,
+        _ => Version::HTTP_09,
+    })
 }
 
 impl Handler for Collector {
+    fn header(&mut self, data: &[u8]) -> bool {
+        // The last status line wins: a 1xx interim response comes first.
+        if let Some(v) = status_line_version(data) {
+            self.version = Some(v);
+        }
+        true
+    }
+
     fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
         self.received += data.len() as u64;
         if self.keep.len() < 256 {
@@ -48,10 +89,16 @@ impl Handler for Collector {
     }
 }
 
-fn setup(url: &str) -> Result<Easy2<Collector>, curl::Error> {
+fn setup(url: &str, protocol: Protocol) -> Result<Easy2<Collector>, curl::Error> {
     let mut easy = Easy2::new(Collector::default());
     easy.url(url)?;
-    easy.http_version(HttpVersion::V11)?;
+    match protocol {
+        Protocol::Http1 => easy.http_version(HttpVersion::V11)?,
+        Protocol::Http2PriorKnowledge => {
+            easy.http_version(HttpVersion::V2PriorKnowledge)?;
+            easy.pipewait(true)?;
+        }
+    }
     easy.path_as_is(true)?;
     easy.get(true)?;
     let mut headers = List::new();
@@ -74,15 +121,29 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 impl CurlDirect {
-    pub(crate) fn new(in_flight: usize) -> Result<Self, String> {
+    pub(crate) fn new(in_flight: usize, protocol: Protocol) -> Result<Self, String> {
         let mut multi = Multi::new();
         multi
             .set_max_host_connections(in_flight.max(1))
             .map_err(err)?;
+        if protocol == Protocol::Http2PriorKnowledge {
+            // libcurl's default since 7.62, set all the same: the workload is about it.
+            multi.pipelining(false, true).map_err(err)?;
+        }
         Ok(CurlDirect {
             multi,
             in_flight: in_flight.max(1),
+            protocol,
         })
+    }
+
+    /// The status and the version of the response `easy` received.
+    fn check_response(&self, easy: &Easy2<Collector>, url: &str) -> Result<(), String> {
+        check_status(easy.response_code().map_err(err)? as u16, url)?;
+        match easy.get_ref().version {
+            Some(v) => check_version(v, self.protocol.version(), url),
+            None => Err(format!("curl: no status line from {url}")),
+        }
     }
 
     /// Runs `easy` alone to its end and hands it back.
@@ -115,7 +176,8 @@ impl Runner for CurlDirect {
     fn requests(&mut self, url: &str, until: Instant) -> Result<Sample, String> {
         let mut handles: Vec<Option<Easy2Handle<Collector>>> = Vec::with_capacity(self.in_flight);
         for i in 0..self.in_flight {
-            let mut h = self.multi.add2(setup(url).map_err(err)?).map_err(err)?;
+            let easy = setup(url, self.protocol).map_err(err)?;
+            let mut h = self.multi.add2(easy).map_err(err)?;
             h.set_token(i).map_err(err)?;
             handles.push(Some(h));
         }
@@ -138,10 +200,10 @@ impl Runner for CurlDirect {
                 result.map_err(err)?;
                 let Some(h) = handles[i].take() else { continue };
                 let mut easy = self.multi.remove2(h).map_err(err)?;
-                check_status(easy.response_code().map_err(err)? as u16, url)?;
+                self.check_response(&easy, url)?;
                 done += 1;
                 if Instant::now() < until {
-                    easy.get_mut().received = 0;
+                    easy.get_mut().reset();
                     // Re-adding a finished easy handle repeats its transfer,
                     // on a pooled connection.
                     let mut h = self.multi.add2(easy).map_err(err)?;
@@ -164,13 +226,13 @@ impl Runner for CurlDirect {
     }
 
     fn download(&mut self, url: &str, expected: u64) -> Result<Sample, String> {
-        let easy = self.run_one(setup(url).map_err(err)?)?;
-        check_status(easy.response_code().map_err(err)? as u16, url)?;
+        let easy = self.run_one(setup(url, self.protocol).map_err(err)?)?;
+        self.check_response(&easy, url)?;
         check_length(easy.get_ref().received, expected)
     }
 
     fn upload(&mut self, url: &str, len: u64) -> Result<Sample, String> {
-        let mut easy = setup(url).map_err(err)?;
+        let mut easy = setup(url, self.protocol).map_err(err)?;
         easy.post(true).map_err(err)?;
         easy.post_field_size(len).map_err(err)?;
         let mut headers = List::new();
@@ -186,7 +248,22 @@ impl Runner for CurlDirect {
         easy.http_headers(headers).map_err(err)?;
         easy.get_mut().upload = Some(upload_source(len));
         let easy = self.run_one(easy)?;
-        check_status(easy.response_code().map_err(err)? as u16, url)?;
+        self.check_response(&easy, url)?;
         check_sink_answer(&easy.get_ref().keep, len).map(Sample::transfer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_status_line_version() {
+        let v = |l: &[u8]| status_line_version(l);
+        assert_eq!(v(b"HTTP/1.1 200 OK\r\n"), Some(Version::HTTP_11));
+        assert_eq!(v(b"HTTP/2 200 \r\n"), Some(Version::HTTP_2));
+        assert_eq!(v(b"HTTP/1.0 200 OK\r\n"), Some(Version::HTTP_10));
+        assert_eq!(v(b"content-length: 13\r\n"), None);
+        assert_eq!(v(b"\r\n"), None);
     }
 }

@@ -4,11 +4,18 @@
 //! Every client is a [`Runner`] made once per workload and kept for all its
 //! runs, so pooled connections survive from the warm-up to the last run, as
 //! they would in an application.
+//!
+//! Each client checks the HTTP version of every response of the small-GET
+//! workloads (and of the transfers where the response is at hand), so an
+//! HTTP/2 workload that quietly fell back to HTTP/1.1 fails instead of
+//! reporting an HTTP/1.1 figure under an HTTP/2 name.
 
 use std::io::{Read, Repeat, Take};
 use std::time::{Duration, Instant};
 
-use crate::workload::ClientKind;
+use http::Version;
+
+use crate::workload::{ClientKind, Workload};
 
 mod abstraction;
 mod curl_direct;
@@ -97,14 +104,48 @@ pub(crate) trait Runner {
     fn upload(&mut self, url: &str, len: u64) -> Result<Sample, String>;
 }
 
-/// Makes the client `kind` for `in_flight` requests at once.
-pub(crate) fn make(kind: ClientKind, in_flight: usize) -> Result<Box<dyn Runner>, String> {
+/// The protocol a workload is spoken in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// HTTP/1.1, one request at a time per connection.
+    Http1,
+    /// Cleartext HTTP/2 with prior knowledge: every request a stream of one
+    /// connection.
+    Http2PriorKnowledge,
+}
+
+impl Protocol {
+    pub(crate) fn of(workload: Workload) -> Protocol {
+        if workload.is_http2() {
+            Protocol::Http2PriorKnowledge
+        } else {
+            Protocol::Http1
+        }
+    }
+
+    /// The version every response must carry.
+    pub(crate) fn version(self) -> Version {
+        match self {
+            Protocol::Http1 => Version::HTTP_11,
+            Protocol::Http2PriorKnowledge => Version::HTTP_2,
+        }
+    }
+}
+
+/// Makes the client `kind` for `workload`: its requests in flight, in its
+/// protocol. Only pairs [`ClientKind::supports`] accepts are made.
+pub(crate) fn make(kind: ClientKind, workload: Workload) -> Result<Box<dyn Runner>, String> {
+    let in_flight = workload.in_flight();
+    let protocol = Protocol::of(workload);
     Ok(match kind {
-        ClientKind::Abstraction(b) => Box::new(abstraction::Abstraction::new(b, in_flight)?),
-        ClientKind::CurlDirect => Box::new(curl_direct::CurlDirect::new(in_flight)?),
-        ClientKind::HyperDirect => Box::new(hyper_direct::HyperDirect::new(in_flight)?),
+        ClientKind::Abstraction(b) => {
+            Box::new(abstraction::Abstraction::new(b, in_flight, protocol)?)
+        }
+        ClientKind::CurlDirect => Box::new(curl_direct::CurlDirect::new(in_flight, protocol)?),
+        ClientKind::HyperDirect => Box::new(hyper_direct::HyperDirect::new(in_flight, protocol)?),
+        ClientKind::Reqwest => Box::new(reqwest_client::Reqwest::new(in_flight, protocol)?),
+        // HTTP/1.1 only (ClientKind::supports refuses the others).
         ClientKind::UreqDirect => Box::new(ureq_direct::UreqDirect::new(in_flight)),
-        ClientKind::Reqwest => Box::new(reqwest_client::Reqwest::new(in_flight)?),
         ClientKind::Wrk => Box::new(external::Wrk::new(in_flight)),
         ClientKind::CurlCli => Box::new(external::CurlCli::new(in_flight)),
     })
@@ -144,6 +185,15 @@ pub(crate) fn check_status(status: u16, url: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{url} answered {status}, expected 200"))
+    }
+}
+
+/// A response in another HTTP version than the workload's fails the run.
+pub(crate) fn check_version(got: Version, want: Version, url: &str) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{url} answered in {got:?}, expected {want:?}"))
     }
 }
 

@@ -8,12 +8,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, USER_AGENT as UA};
-use http::{Method, Request};
+use http::{Method, Request, Version};
 use ureq::config::AutoHeaderValue;
 use ureq::{Agent, SendBody};
 
 use super::{
-    check_length, check_sink_answer, check_status, upload_source, Runner, Sample, PIECE, USER_AGENT,
+    check_length, check_sink_answer, check_status, check_version, upload_source, Runner, Sample,
+    PIECE, USER_AGENT,
 };
 
 /// As the ureq backend.
@@ -57,14 +58,17 @@ impl UreqDirect {
     }
 }
 
-/// Runs one request and reads the body in [`PIECE`]s; returns the status,
-/// the body length and its first bytes.
+/// Runs one request and reads the body in [`PIECE`]s; checks the version
+/// (ureq speaks HTTP/1.1 only), returns the status, the body length and its
+/// first bytes.
 fn exchange(
     agent: &Agent,
     req: Request<SendBody<'_>>,
+    url: &str,
     buf: &mut [u8],
 ) -> Result<(u16, u64, Vec<u8>), String> {
     let response = agent.run(req).map_err(err)?;
+    check_version(response.version(), Version::HTTP_11, url)?;
     let status = response.status().as_u16();
     let mut reader = response.into_body().into_reader();
     let mut n = 0u64;
@@ -104,7 +108,7 @@ impl Runner for UreqDirect {
                         let mut buf = vec![0u8; PIECE];
                         let mut done = 0u64;
                         loop {
-                            let (status, _, _) = exchange(agent, get(url)?, &mut buf)?;
+                            let (status, _, _) = exchange(agent, get(url)?, url, &mut buf)?;
                             check_status(status, url)?;
                             done += 1;
                             if Instant::now() >= until {
@@ -127,7 +131,7 @@ impl Runner for UreqDirect {
 
     fn download(&mut self, url: &str, expected: u64) -> Result<Sample, String> {
         let mut buf = vec![0u8; PIECE];
-        let (status, n, _) = exchange(&self.agent, get(url)?, &mut buf)?;
+        let (status, n, _) = exchange(&self.agent, get(url)?, url, &mut buf)?;
         check_status(status, url)?;
         check_length(n, expected)
     }
@@ -142,7 +146,7 @@ impl Runner for UreqDirect {
             .body(SendBody::from_owned_reader(upload_source(len)))
             .map_err(err)?;
         let mut buf = vec![0u8; PIECE];
-        let (status, _, keep) = exchange(&self.agent, req, &mut buf)?;
+        let (status, _, keep) = exchange(&self.agent, req, url, &mut buf)?;
         check_status(status, url)?;
         check_sink_answer(&keep, len).map(Sample::transfer)
     }
