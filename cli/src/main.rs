@@ -7,13 +7,15 @@ mod compare;
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use conformance_tests::{catalogue, report, Matrix, Outcome};
 use resource_handle::{
-    Backend, Event, HostOverrides, HttpVersionPref, NetworkAccessManager, NoProxy, Proxy,
-    ProxyConfig, Recorder, RedirectPolicy, RequestBody, ResourceRequest, Trace,
+    Backend, Event, HostOverrides, HttpVersionPref, NetworkAccessManager, NoProxy,
+    PersistentCookieJar, Proxy, ProxyConfig, Recorder, RedirectPolicy, RequestBody,
+    ResourceRequest, Trace,
 };
 
 #[derive(Parser)]
@@ -92,6 +94,22 @@ struct GetArgs {
     /// Send no Accept-Encoding of rh's own and write the body as received, undecoded.
     #[arg(long)]
     raw: bool,
+    /// Keep an HTTP cache in DIR across runs: fresh responses are answered from it,
+    /// stale ones revalidated (the trace's `source` says which).
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// The most the cache in --cache-dir holds, in bytes (default 256 MiB).
+    #[arg(long = "cache-max-bytes", value_name = "N", default_value_t = 256 << 20)]
+    cache_max_bytes: u64,
+    /// How the cache answers: protocol (RFC 9111, the default), reload (always the
+    /// network), else-load (any cached response, else the network), dont-load
+    /// (any cached response, else fail with not_cached).
+    #[arg(long = "cache-policy", value_enum, default_value_t = CacheArg::Protocol)]
+    cache_policy: CacheArg,
+    /// Read cookies (and HSTS hosts) from FILE before the load and write them back
+    /// after it, session cookies included; the file is created when missing.
+    #[arg(long = "cookie-jar", value_name = "FILE")]
+    cookie_jar: Option<PathBuf>,
     /// Trust the CA certificates of this PEM file too (repeatable).
     #[arg(long = "cacert", value_name = "FILE")]
     cacert: Vec<PathBuf>,
@@ -114,6 +132,27 @@ struct GetArgs {
     http2_prior_knowledge: bool,
     /// The url.
     url: String,
+}
+
+/// WebCore's cache policies, as `--cache-policy` names them.
+#[derive(Clone, Copy, ValueEnum)]
+enum CacheArg {
+    Protocol,
+    Reload,
+    ElseLoad,
+    DontLoad,
+}
+
+impl CacheArg {
+    fn policy(self) -> resource_handle::CachePolicy {
+        use resource_handle::CachePolicy as P;
+        match self {
+            CacheArg::Protocol => P::UseProtocolCachePolicy,
+            CacheArg::Reload => P::ReloadIgnoringCacheData,
+            CacheArg::ElseLoad => P::ReturnCacheDataElseLoad,
+            CacheArg::DontLoad => P::ReturnCacheDataDontLoad,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -252,6 +291,7 @@ fn get(args: GetArgs) -> Result<ExitCode, Usage> {
     if args.raw {
         b = b.decode_content(false);
     }
+    b = b.cache_policy(args.cache_policy.policy());
     if args.http2 {
         b = b.http_version(HttpVersionPref::Http2);
     }
@@ -273,18 +313,41 @@ fn get(args: GetArgs) -> Result<ExitCode, Usage> {
             return Ok(ExitCode::from(1));
         }
     };
-    let mut nb = NetworkAccessManager::builder()
+    let mut builder = NetworkAccessManager::builder()
         .host_overrides(overrides)
         .proxy(proxy_config(&args)?)
         .danger_accept_invalid_certs(args.insecure);
     for path in &args.cacert {
         let pem = std::fs::read(path)
             .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
-        nb = nb
+        builder = builder
             .add_root_certificates_pem(&pem)
             .map_err(|e| usage(format!("{}: {}", path.display(), e.message())))?;
     }
-    let nam = match nb.build(backend) {
+    if let Some(dir) = &args.cache_dir {
+        match resource_handle::DiskCache::open(dir, args.cache_max_bytes) {
+            Ok(cache) => builder = builder.cache(std::sync::Arc::new(cache)),
+            Err(e) => {
+                eprintln!("rh: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    let jar = match &args.cookie_jar {
+        Some(path) => match PersistentCookieJar::open(path) {
+            // One run of rh is one session: its session cookies go on in the next run, as with curl.
+            Ok(j) => Some(Arc::new(j.keep_session_cookies(true))),
+            Err(e) => {
+                eprintln!("rh: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => None,
+    };
+    if let Some(jar) = &jar {
+        builder = builder.cookie_jar(jar.clone());
+    }
+    let nam = match builder.build(backend) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("rh: {e}");
@@ -348,12 +411,24 @@ fn get(args: GetArgs) -> Result<ExitCode, Usage> {
         bar.finish_and_clear();
     }
     let trace = rec.finish();
+    // The jar writes itself after each change; this reports a write that failed.
+    let jar_failed = match jar.as_ref().map(|j| j.save()) {
+        Some(Err(e)) => {
+            eprintln!("rh: {e}");
+            true
+        }
+        _ => false,
+    };
     if args.json {
         println!("{}", trace.to_json());
     } else if let Some(e) = &failed {
         eprintln!("rh: {e}");
     }
-    Ok(ExitCode::from(if failed.is_some() { 1 } else { 0 }))
+    Ok(ExitCode::from(if failed.is_some() || jar_failed {
+        1
+    } else {
+        0
+    }))
 }
 
 /// Updates the download bar: speed and ETA once the length is known.

@@ -55,6 +55,9 @@ pub enum ErrorKind {
     Io,
     /// The backend cannot honour an option of the request or the manager.
     Unsupported,
+    /// The cache policy was [`ReturnCacheDataDontLoad`](crate::CachePolicy::ReturnCacheDataDontLoad)
+    /// and nothing usable was cached: the load never touched the network.
+    NotCached,
 }
 
 impl ErrorKind {
@@ -77,6 +80,7 @@ impl ErrorKind {
             ErrorKind::LimitExceeded => "limit_exceeded",
             ErrorKind::Io => "io",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::NotCached => "not_cached",
         }
     }
 }

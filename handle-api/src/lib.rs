@@ -15,15 +15,19 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod auth;
 mod backend;
 mod block_on;
 mod body;
+mod cache;
 mod client;
+mod cookies;
 mod disposition;
 mod error;
 mod events;
 mod exchange;
 mod handle;
+mod hsts;
 mod manager;
 mod proxy;
 mod request;
@@ -31,6 +35,7 @@ mod response;
 mod tls;
 mod trace;
 
+pub use auth::{AuthChallenge, Credentials};
 pub use backend::{
     BackendConfig, BackendFactory, BodyFraming, Capabilities, Capability, Exchange, HostOverrides,
     Resolution, ResourceHandleManager, WireRequest, DEFAULT_MAX_RESPONSE_HEADERS,
@@ -38,22 +43,30 @@ pub use backend::{
 };
 pub use block_on::block_on;
 pub use body::{RequestBody, UploadBody};
+pub use cache::{
+    CacheEntry, CacheMetadata, CacheWriter, CachedBody, DiskCache, MemoryCache, NetworkCache,
+};
 pub use client::ResourceHandleClient;
+pub use cookies::{
+    CookieJar, MemoryCookieJar, PersistentCookieJar, MAX_COOKIES_PER_DOMAIN, MAX_COOKIES_TOTAL,
+    MAX_COOKIE_BYTES,
+};
 pub use error::{Error, ErrorKind, Result, TimeoutPhase, Truncation};
 pub use events::Event;
 pub use exchange::{ExchangeSink, TryData, BODY_BUFFER_BYTES};
 pub use handle::{BodyReader, EventStream, ResourceHandle};
+pub use hsts::{HstsPolicy, HstsStore, MAX_HSTS_HOSTS};
 pub use manager::redirect::{RedirectAction, RedirectHop, RedirectPolicy, DEFAULT_MAX_REDIRECTS};
 pub use manager::schemes::SchemeHandler;
 pub use manager::{
     ManagerBuilder, NetworkAccessManager, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_LOADS_TOTAL,
     DEFAULT_USER_AGENT,
 };
+pub use proxy::{NoProxy, Proxy, ProxyConfig, ProxyCredentials, ProxyScheme};
 pub use request::{
     CachePolicy, HttpVersionPref, Priority, RequestBuilder, ResourceRequest, TargetType,
 };
 pub use response::{version_str, LoadTiming, ResourceResponse, ResponseHead, ResponseSource};
-pub use proxy::{NoProxy, Proxy, ProxyConfig, ProxyCredentials, ProxyScheme};
 pub use tls::{system_roots, Certificate, Identity, KeyFormat, TlsConfig, TlsProblem};
 pub use trace::{Recorder, Trace, TraceError, TraceRedirect};
 

@@ -224,7 +224,11 @@ impl NoProxy {
     /// Parses the list; entries that are not names, addresses or ranges are skipped.
     pub fn parse(list: &str) -> NoProxy {
         let mut np = NoProxy::default();
-        for entry in list.split([',', ' ']).map(str::trim).filter(|e| !e.is_empty()) {
+        for entry in list
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
             if entry == "*" {
                 np.all = true;
                 continue;
@@ -494,10 +498,7 @@ mod tests {
         ]))
         .unwrap();
         let url = |s: &str| Url::parse(s).unwrap();
-        assert_eq!(
-            c.proxy_for(&url("http://a.test/")).unwrap().host(),
-            "lower"
-        );
+        assert_eq!(c.proxy_for(&url("http://a.test/")).unwrap().host(), "lower");
         assert_eq!(c.proxy_for(&url("https://a.test/")).unwrap().host(), "all");
         assert!(c.proxy_for(&url("http://x.direct.test/")).is_none());
         assert!(c.proxy_for(&url("data:,x")).is_none());

@@ -58,6 +58,10 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(faults::cases());
     all.extend(limits::cases());
     all.extend(bad_input::cases());
+    all.extend(cookies::cases());
+    all.extend(auth::cases());
+    all.extend(hsts::cases());
+    all.extend(cache::cases());
     all.extend(tls::cases());
     all.extend(http2::cases());
     all.extend(proxy::cases());
@@ -103,15 +107,19 @@ macro_rules! ensure_eq {
 }
 
 // The case modules come after the macros they use.
+mod auth;
 mod bad_input;
+mod cache;
 mod cancel;
 mod connection;
+mod cookies;
 mod decoding;
 mod errors;
 mod events;
 mod faults;
 mod faults_framing;
 mod faults_head;
+mod hsts;
 mod http2;
 mod limits;
 mod metadata;

@@ -33,6 +33,15 @@
 //!   with a Content-Length that matches the half (the HTTP body is complete).
 //! - `/encoded/bomb`: 64 MiB of zeros, gzipped (about 64 KiB on the wire).
 //!
+//! - `/cache/ID [cc=…] [etag=strong|weak] [lm=1] [expires=DATE] [vary=NAME] [len=N]
+//!   [enc=CODING] [cc304=…] [cut=1]`: a resource for the HTTP cache, answered by [`cache_routes`]:
+//!   chosen Cache-Control, Expires and Vary, an ETag and Last-Modified that follow the
+//!   resource's version ([`Origin::set_version`]), and 304s to matching validators.
+//!
+//! - `/cookies/set?c=SET-COOKIE… [location=URL] [status=S]`, `/cookies[/ANY]` and
+//!   `/basic-auth/USER/PASS [realm=R] [scheme=S] [location=URL]`: cookies set and
+//!   shown, and a Basic-protected echo, answered by [`session_routes`].
+//!
 //! Query values are percent-decoded (`+` is a space).
 
 use std::collections::{HashMap, HashSet};
@@ -46,6 +55,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::listener::{Listener, Stats};
+
+mod cache_routes;
+mod session_routes;
 
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -152,6 +164,7 @@ struct State {
     requests: Mutex<Vec<RecordedRequest>>,
     gates: Gates,
     in_progress: InProgress,
+    cache: cache_routes::CacheState,
 }
 
 /// A running origin server.
@@ -184,6 +197,7 @@ impl Origin {
             requests: Mutex::new(Vec::new()),
             gates: Gates::default(),
             in_progress: InProgress::default(),
+            cache: cache_routes::CacheState::default(),
         });
         let st = state.clone();
         let listener = Listener::start_on(name, port, move |conn, index| {
@@ -759,6 +773,10 @@ fn route(mut r: Responder<'_>, q: &Req<'_>, state: &State, local_port: u16) -> i
                 Err(_) => r.full(400, "Bad Request", "text/plain", b"unknown coding\n"),
             }
         }
+        ["cache", id] => cache_routes::respond(r, id, q, &state.cache),
+        ["cookies", "set"] => session_routes::set(r, q),
+        ["cookies", ..] => session_routes::show(r, q),
+        ["basic-auth", user, pass] => session_routes::basic(r, q, user, pass, local_port),
         _ => r.full(404, "Not Found", "text/plain", b"no such route\n"),
     }
 }

@@ -13,20 +13,25 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, ACCEPT_ENCODING, REFERER, USER_AGENT};
+use http::header::{
+    HeaderValue, ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, COOKIE, LOCATION, REFERER, SET_COOKIE,
+    USER_AGENT,
+};
 use http::{HeaderMap, Method, StatusCode};
 use url::Url;
 
 use super::decode::{self, Decoder};
 use super::redirect::{self, Decision, NextHop, RedirectRules};
 use super::Inner;
+use crate::auth::{LoadAuth, OnUnauthorized};
 use crate::backend::{BodyFraming, Capability, Exchange, WireRequest};
 use crate::body::{RequestBody, UploadBody};
+use crate::cache::hop::{CacheHop, Flow};
 use crate::error::{Error, ErrorKind};
 use crate::events::Event;
 use crate::exchange::{ExchangeSink, Shared};
-use crate::request::{HttpVersionPref, Priority};
-use crate::response::ResponseSource;
+use crate::request::{CachePolicy, HttpVersionPref, Priority};
+use crate::response::{ResourceResponse, ResponseSource};
 
 /// The most of a redirect response's body read (and dropped) so its
 /// connection can be reused; past it the connection is closed instead.
@@ -87,6 +92,14 @@ pub(crate) struct Plan {
     pub(crate) seen_https: bool,
     /// Whether the current hop goes through a proxy.
     pub(crate) via_proxy: bool,
+    /// The request's cache policy (WebCore's), applied at every hop.
+    pub(crate) cache_policy: CachePolicy,
+    /// What the cache does for the current hop.
+    pub(crate) cache: CacheHop,
+    /// Whether cookies are sent and stored (the request's `allow_cookies`).
+    pub(crate) allow_cookies: bool,
+    /// Basic authentication: credentials sent, a retry after a 401.
+    pub(crate) auth: LoadAuth,
 }
 
 pub(crate) struct Load {
@@ -175,6 +188,21 @@ impl Load {
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Ready(Some(ev)) => ev,
             };
+            if let Event::Response(resp) = &ev {
+                // Before the cache, which may answer for a 304 and hide it.
+                note_response(&self.inner, &self.plan, resp);
+            }
+            // The cache sees the exchange first: it stores a body as it
+            // streams, and answers for a 304 that confirmed its entry.
+            let paused = self.paused.load(Ordering::SeqCst);
+            match self.plan.cache.observe(&ev, paused) {
+                Flow::Pass => {}
+                Flow::Drop => continue,
+                Flow::Switch(cached) => {
+                    self.current = cached;
+                    continue;
+                }
+            }
             if let Some((_, drained)) = self.draining.as_mut() {
                 let over = match &ev {
                     Event::Data(d) => {
@@ -205,10 +233,16 @@ impl Load {
                     ));
                 }
                 Event::Response(mut resp) => {
+                    match self.authenticate(&resp) {
+                        Ok(false) => {}
+                        Ok(true) => continue,
+                        Err(e) => return self.fail(e),
+                    }
+                    let hsts_headers = hsts_location(&self.inner, &self.plan.url, &resp.headers);
                     match redirect::decide(
                         &self.plan.rules,
                         resp.status,
-                        &resp.headers,
+                        hsts_headers.as_ref().unwrap_or(&resp.headers),
                         &self.plan.url,
                         &self.plan.method,
                         self.redirects,
@@ -240,6 +274,7 @@ impl Load {
                     if !matches!(self.plan.url.scheme(), "http" | "https") {
                         resp.source = ResponseSource::Local;
                     }
+                    self.plan.cache.on_deliver(&mut resp);
                     if self.plan.decode && may_have_body(&self.plan.method, resp.status) {
                         match Decoder::for_headers(&resp.headers, self.plan.max_decoded) {
                             Ok(Some(d)) => {
@@ -266,21 +301,109 @@ impl Load {
         }
     }
 
-    /// Moves on to the hop the last redirect named.
+    /// Moves on to the hop the last redirect named, or sends the current
+    /// hop again with credentials after a 401.
     fn follow(&mut self) {
         let Some((hop, _)) = self.draining.take() else {
             return;
         };
-        redirect::rewrite_headers(&mut self.plan.headers, &self.plan.url, &hop);
-        if !hop.keep_body {
-            self.plan.body = ReplayBody::Empty;
+        if !self.plan.auth.retrying() {
+            redirect::rewrite_headers(&mut self.plan.headers, &self.plan.url, &hop);
+            if !hop.keep_body {
+                self.plan.body = ReplayBody::Empty;
+            }
+            self.plan.url = hop.url;
+            self.plan.method = hop.method;
+            self.redirects += 1;
+            self.plan.auth.new_hop();
         }
-        self.plan.url = hop.url;
-        self.plan.method = hop.method;
-        self.redirects += 1;
         let paused = self.paused.load(Ordering::SeqCst);
         self.current = start_hop(&self.inner, &mut self.plan, paused);
     }
+}
+
+impl Load {
+    /// Basic authentication on a response head: `Ok(true)` when the hop is
+    /// sent again with credentials once its 401 body is drained.
+    fn authenticate(&mut self, resp: &ResourceResponse) -> Result<bool, Error> {
+        if !matches!(self.plan.url.scheme(), "http" | "https") {
+            return Ok(false);
+        }
+        let own = self.plan.headers.contains_key(AUTHORIZATION);
+        let verdict = self.inner.auth.on_response(
+            &mut self.plan.auth,
+            &self.plan.url,
+            resp.status,
+            &resp.headers,
+            own,
+        );
+        match verdict {
+            OnUnauthorized::Deliver => Ok(false),
+            OnUnauthorized::Fail(e) => Err(e),
+            OnUnauthorized::Retry if !self.plan.body.replayable() => Err(Error::new(
+                ErrorKind::Auth,
+                "the server asks for credentials, but the request body was a one-shot stream that cannot be sent again",
+            )),
+            OnUnauthorized::Retry => {
+                let again = NextHop {
+                    url: self.plan.url.clone(),
+                    method: self.plan.method.clone(),
+                    keep_body: true,
+                };
+                self.draining = Some((again, 0));
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// What a response head teaches the manager, on every hop, redirects and
+/// 401s included: its cookies and its HSTS policy.
+fn note_response(inner: &Inner, plan: &Plan, resp: &ResourceResponse) {
+    if !matches!(plan.url.scheme(), "http" | "https")
+        || (plan.via_proxy && resp.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED)
+    {
+        // Not from the origin: a local scheme, or the proxy's own answer.
+        return;
+    }
+    if plan.allow_cookies {
+        inner
+            .cookie_jar
+            .set_cookies(&mut resp.headers.get_all(SET_COOKIE).iter(), &plan.url);
+    }
+    if inner.hsts_learn {
+        if let Some(hsts) = &inner.hsts {
+            hsts.observe(&plan.url, &resp.headers);
+        }
+    }
+}
+
+/// The response headers with the Location upgraded to https when it names
+/// an http url of a Known HSTS Host, so the redirect rules judge the url
+/// that will be loaded (a redirect from https to such a host is then no
+/// downgrade); `None` when nothing changes.
+fn hsts_location(inner: &Inner, current: &Url, headers: &HeaderMap) -> Option<HeaderMap> {
+    let hsts = inner.hsts.as_ref()?;
+    let location = std::str::from_utf8(headers.get(LOCATION)?.as_bytes()).ok()?;
+    let target = current.join(location.trim()).ok()?;
+    let upgraded = hsts.upgrade(&target)?;
+    let mut headers = headers.clone();
+    headers.insert(LOCATION, HeaderValue::from_str(upgraded.as_str()).ok()?);
+    Some(headers)
+}
+
+/// The headers of a hop that come from the manager's stores: the jar's
+/// cookies for the hop's url, and the credentials for its origin. An
+/// application's own Cookie or Authorization header is left as it is.
+fn credentials_and_cookies(inner: &Inner, plan: &mut Plan, wire: &mut WireRequest) {
+    if plan.allow_cookies && !wire.headers.contains_key(COOKIE) {
+        if let Some(cookies) = inner.cookie_jar.cookies(&wire.url) {
+            wire.headers.insert(COOKIE, cookies);
+        }
+    }
+    inner
+        .auth
+        .authorize(&mut plan.auth, &wire.url, &mut wire.headers);
 }
 
 fn may_have_body(method: &Method, status: StatusCode) -> bool {
@@ -292,6 +415,11 @@ fn may_have_body(method: &Method, status: StatusCode) -> bool {
 
 /// Starts the exchange for the plan's current hop and returns its queue.
 fn start_hop(inner: &Arc<Inner>, plan: &mut Plan, paused: bool) -> Arc<Shared> {
+    // RFC 6797 §8.3: an http url of a Known HSTS Host goes to https
+    // before anything is sent, on every hop.
+    if let Some(upgraded) = inner.hsts.as_ref().and_then(|h| h.upgrade(&plan.url)) {
+        plan.url = upgraded;
+    }
     let mut url = plan.url.clone();
     url.set_fragment(None);
     let (sink, shared) = ExchangeSink::new(url.clone());
@@ -310,6 +438,9 @@ fn start_hop(inner: &Arc<Inner>, plan: &mut Plan, paused: bool) -> Arc<Shared> {
         plan.seen_https = true;
     }
     let mut wire = wire_request(plan, url, body, &sink);
+    if is_http {
+        credentials_and_cookies(inner, plan, &mut wire);
+    }
     wire.proxy = if is_http {
         inner.proxy.proxy_for(&wire.url).cloned()
     } else {
@@ -332,6 +463,13 @@ fn start_hop(inner: &Arc<Inner>, plan: &mut Plan, paused: bool) -> Arc<Shared> {
     }
     if !is_http {
         wire.headers.remove(ACCEPT_ENCODING);
+    }
+    // The cache decides last, on the headers as they would be sent.
+    let (hop, answer) = CacheHop::start(inner.cache.as_ref(), plan.cache_policy, &mut wire);
+    plan.cache = hop;
+    if let Some(answer) = answer {
+        answer.deliver(sink);
+        return shared;
     }
     let exchange = Exchange {
         request: wire,

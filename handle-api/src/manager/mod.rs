@@ -12,11 +12,16 @@ use std::time::Duration;
 
 use http::header::HeaderValue;
 
+use crate::auth::{self, AuthChallenge, AuthStore, Authenticator, Credentials, LoadAuth};
 use crate::backend::{
     BackendConfig, BackendFactory, Capabilities, Capability, HostOverrides, ResourceHandleManager,
 };
+use crate::cache::hop::{CacheHop, CacheSettings};
+use crate::cache::NetworkCache;
+use crate::cookies::{CookieJar, MemoryCookieJar};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::ResourceHandle;
+use crate::hsts::HstsStore;
 use crate::proxy::ProxyConfig;
 use crate::request::ResourceRequest;
 use crate::tls::{Certificate, Identity};
@@ -82,6 +87,14 @@ pub(crate) struct Inner {
     redirect: RedirectRules,
     max_decoded: u64,
     pub(crate) proxy: ProxyConfig,
+    pub(crate) cache: Option<CacheSettings>,
+    pub(crate) cookie_jar: Arc<dyn CookieJar>,
+    /// Known HSTS Hosts; `None` when HSTS is off.
+    pub(crate) hsts: Option<HstsStore>,
+    /// Whether Strict-Transport-Security headers are noted: not when
+    /// certificates go unchecked, as RFC 6797 §8.1 asks.
+    pub(crate) hsts_learn: bool,
+    pub(crate) auth: AuthStore,
 }
 
 /// Configures a [`NetworkAccessManager`].
@@ -97,6 +110,13 @@ pub struct ManagerBuilder {
     max_decoded: u64,
     schemes: HashMap<String, Arc<dyn SchemeHandler>>,
     proxy: ProxyConfig,
+    cache: Option<Arc<dyn NetworkCache>>,
+    shared_cache: bool,
+    cookie_jar: Option<Arc<dyn CookieJar>>,
+    hsts: Option<HstsStore>,
+    hsts_enabled: bool,
+    credentials: HashMap<url::Origin, Credentials>,
+    authenticator: Option<Authenticator>,
 }
 
 impl std::fmt::Debug for ManagerBuilder {
@@ -125,6 +145,13 @@ impl Default for ManagerBuilder {
             max_decoded: DEFAULT_MAX_DECODED_BYTES,
             schemes: HashMap::new(),
             proxy: ProxyConfig::None,
+            cache: None,
+            shared_cache: false,
+            cookie_jar: None,
+            hsts: None,
+            hsts_enabled: true,
+            credentials: HashMap::new(),
+            authenticator: None,
         }
     }
 }
@@ -268,6 +295,80 @@ impl ManagerBuilder {
         self
     }
 
+    /// The HTTP cache (default: none), Qt's `setCache`: a
+    /// [`MemoryCache`](crate::MemoryCache), a [`DiskCache`](crate::DiskCache)
+    /// or one of the application's. GET responses are stored and reused by
+    /// the rules of RFC 9111 and each request's
+    /// [`CachePolicy`](crate::CachePolicy); the response's
+    /// [`source`](crate::ResourceResponse::source) tells whether it came
+    /// from the network, the cache, or the cache after a 304.
+    pub fn cache(mut self, cache: Arc<dyn NetworkCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Whether the cache is shared between users, as a proxy's is (default:
+    /// no, a private cache). A shared cache stores no `private` response,
+    /// nor one to a request with credentials unless the response allows
+    /// it, and honours `s-maxage`.
+    pub fn shared_cache(mut self, shared: bool) -> Self {
+        self.shared_cache = shared;
+        self
+    }
+
+    /// The cookie jar (default: a new [`MemoryCookieJar`]), Qt's
+    /// `setCookieJar`. Set-Cookie fields of every response, redirects
+    /// included, are stored in it, and each request carries the cookies it
+    /// has for that hop's url, unless the request's `allow_cookies` is
+    /// false. A [`PersistentCookieJar`](crate::PersistentCookieJar) also
+    /// brings the HSTS store it keeps in its file.
+    pub fn cookie_jar(mut self, jar: Arc<dyn CookieJar>) -> Self {
+        self.cookie_jar = Some(jar);
+        self
+    }
+
+    /// The HSTS store (default: the cookie jar's, if it keeps one, else a
+    /// new one in memory), so managers can share Known HSTS Hosts or start
+    /// with some (Qt's `addStrictTransportSecurityHosts`).
+    pub fn hsts_store(mut self, store: HstsStore) -> Self {
+        self.hsts = Some(store);
+        self
+    }
+
+    /// Whether HTTP Strict Transport Security is on (default: yes), Qt's
+    /// `setStrictTransportSecurityEnabled`: a `Strict-Transport-Security`
+    /// header received over https makes later http loads of that host go
+    /// to https before anything is sent. Headers received over http are
+    /// ignored, and so are all of them while certificates go unchecked
+    /// ([`ManagerBuilder::danger_accept_invalid_certs`]).
+    pub fn hsts(mut self, enabled: bool) -> Self {
+        self.hsts_enabled = enabled;
+        self
+    }
+
+    /// Basic credentials for `origin` (`scheme://host[:port]`), sent when a
+    /// server of that origin answers 401 with a Basic challenge, and never
+    /// to another origin. An origin that does not parse, or a user name
+    /// with `:`, is an `invalid_request` error.
+    pub fn credentials(mut self, origin: &str, user: &str, password: &str) -> Result<Self> {
+        let origin = auth::parse_origin(origin)?;
+        self.credentials
+            .insert(origin, Credentials::new(user, password)?);
+        Ok(self)
+    }
+
+    /// The callback asked for credentials when a server answers 401 with a
+    /// Basic challenge and none are known for its origin (Qt's
+    /// `authenticationRequired`). Returning `None` declines: the 401 is the
+    /// response. It runs on the thread that polls the load.
+    pub fn authenticator(
+        mut self,
+        f: impl Fn(&AuthChallenge) -> Option<Credentials> + Send + Sync + 'static,
+    ) -> Self {
+        self.authenticator = Some(Arc::new(f));
+        self
+    }
+
     /// Trusts `cert` as a CA, besides the system's roots.
     pub fn add_root_certificate(mut self, cert: Certificate) -> Self {
         self.backend.tls.extra_roots.push(cert);
@@ -276,7 +377,10 @@ impl ManagerBuilder {
 
     /// Trusts every CA certificate of a PEM file, besides the system's roots.
     pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self> {
-        self.backend.tls.extra_roots.extend(Certificate::from_pem(pem)?);
+        self.backend
+            .tls
+            .extra_roots
+            .extend(Certificate::from_pem(pem)?);
         Ok(self)
     }
 
@@ -323,6 +427,9 @@ impl ManagerBuilder {
             self.backend.max_connections_per_host,
             self.max_total,
         );
+        let jar = self
+            .cookie_jar
+            .unwrap_or_else(|| Arc::new(MemoryCookieJar::new()));
         let mut schemes: HashMap<String, Arc<dyn SchemeHandler>> = HashMap::new();
         schemes.insert("data".into(), Arc::new(DataScheme));
         schemes.insert("file".into(), Arc::new(FileScheme));
@@ -339,6 +446,16 @@ impl ManagerBuilder {
                 redirect: self.redirect,
                 max_decoded: self.max_decoded,
                 proxy: self.proxy,
+                cache: self.cache.map(|cache| CacheSettings {
+                    cache,
+                    shared: self.shared_cache,
+                }),
+                hsts: self
+                    .hsts_enabled
+                    .then(|| self.hsts.or_else(|| jar.hsts_store()).unwrap_or_default()),
+                hsts_learn: self.backend.tls.verify,
+                cookie_jar: jar,
+                auth: AuthStore::new(self.credentials, self.authenticator),
             }),
         })
     }
@@ -365,6 +482,21 @@ impl NetworkAccessManager {
         self.inner.backend.capabilities()
     }
 
+    /// The cookie jar.
+    pub fn cookie_jar(&self) -> &Arc<dyn CookieJar> {
+        &self.inner.cookie_jar
+    }
+
+    /// The HSTS store; `None` when HSTS is off.
+    pub fn hsts_store(&self) -> Option<&HstsStore> {
+        self.inner.hsts.as_ref()
+    }
+
+    /// The HTTP cache, when one was set.
+    pub fn cache(&self) -> Option<&Arc<dyn NetworkCache>> {
+        self.inner.cache.as_ref().map(|c| &c.cache)
+    }
+
     /// Loads waiting for a free slot.
     pub fn queued_loads(&self) -> usize {
         self.inner.scheduler.queued()
@@ -381,9 +513,12 @@ impl NetworkAccessManager {
     pub fn load(&self, mut request: ResourceRequest) -> ResourceHandle {
         let inner = &self.inner;
         let body = ReplayBody::new(request.take_body());
+        let mut url = request.url;
+        // Credentials in the url are the load's, for that origin only.
+        let url_credentials = auth::take_url_credentials(&mut url);
         let plan = Plan {
             method: request.method,
-            url: request.url,
+            url,
             headers: request.headers,
             user_agent: request
                 .user_agent
@@ -406,6 +541,10 @@ impl NetworkAccessManager {
             max_decoded: inner.max_decoded,
             seen_https: false,
             via_proxy: false,
+            cache_policy: request.cache_policy,
+            cache: CacheHop::default(),
+            allow_cookies: request.allow_cookies,
+            auth: LoadAuth::new(url_credentials),
         };
         ResourceHandle::new(Load::start(self.inner.clone(), plan))
     }
