@@ -5,6 +5,10 @@
 //! into https before anything is sent, on the first hop and on redirect hops
 //! alike.
 //!
+//! A header counts only when the server sent it just now over https with
+//! its certificate verified (§8.1): not over http, not while certificate
+//! verification is turned off, and not from a response the cache served.
+//!
 //! The store is the manager's, shared by every backend; it is kept in memory
 //! unless it belongs to a [`PersistentCookieJar`](crate::PersistentCookieJar),
 //! which writes it to the same file as the cookies.

@@ -31,8 +31,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::origin::Origin;
 
-/// Host names every test certificate but [`CertKind::WrongHost`] is valid for.
-pub const CERT_NAMES: [&str; 3] = ["tls.test", "h2.test", "localhost"];
+/// Host names every test certificate but [`CertKind::WrongHost`] is valid
+/// for; `sub.tls.test` is there for HSTS's includeSubDomains.
+pub const CERT_NAMES: [&str; 4] = ["tls.test", "sub.tls.test", "h2.test", "localhost"];
 
 /// The only name the [`CertKind::WrongHost`] certificate is valid for.
 pub const WRONG_HOST_NAME: &str = "elsewhere.test";

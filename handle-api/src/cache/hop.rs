@@ -434,6 +434,12 @@ impl CacheHop {
         }
     }
 
+    /// True when the hop's events come from the cache (a fresh entry, or
+    /// one a 304 confirmed) rather than from the server just now.
+    pub(crate) fn serves_stored(&self) -> bool {
+        matches!(self.state, State::Serving(_))
+    }
+
     /// Sees each event of the hop's exchange before the load handles it.
     pub(crate) fn observe(&mut self, ev: &Event, paused: bool) -> Flow {
         match (&mut self.state, ev) {

@@ -366,6 +366,15 @@ fn note_response(inner: &Inner, plan: &Plan, resp: &ResourceResponse) {
         // Not from the origin: a local scheme, or the proxy's own answer.
         return;
     }
+    if plan.cache.serves_stored() {
+        // A stored response was not received from the server now: its
+        // Strict-Transport-Security must not renew a policy the server may
+        // have since ended (RFC 6797 §8.1 counts headers received over a
+        // secure transport), nor its Set-Cookie, should a cache keep one,
+        // bring back cookies the server has since changed. A 304 that
+        // confirmed the entry came from the server and was noted already.
+        return;
+    }
     if plan.allow_cookies {
         inner
             .cookie_jar
