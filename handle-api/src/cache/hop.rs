@@ -31,7 +31,8 @@ use super::{BodySource, CacheEntry, CacheMetadata, CacheWriter, NetworkCache};
 use crate::backend::WireRequest;
 use crate::error::{Error, ErrorKind};
 use crate::events::Event;
-use crate::exchange::{ExchangeSink, Shared, TryData};
+use crate::exchange::{ExchangeSink, Shared};
+use crate::manager::schemes::deliver_bytes;
 use crate::request::CachePolicy;
 use crate::response::{ResourceResponse, ResponseHead, ResponseSource};
 
@@ -639,7 +640,7 @@ fn serve(mut sink: ExchangeSink, entry: CacheEntry) {
     sink.response(head);
     let len = body.len;
     match body.source {
-        BodySource::Bytes(bytes) => deliver_bytes(sink, bytes),
+        BodySource::Bytes(bytes) => deliver_bytes(sink, bytes, "rh-cache-body"),
         BodySource::Reader(reader) => {
             let spawned = std::thread::Builder::new()
                 .name("rh-cache-body".into())
@@ -649,43 +650,6 @@ fn serve(mut sink: ExchangeSink, entry: CacheEntry) {
             drop(spawned);
         }
     }
-}
-
-/// Hands an in-memory body to the sink without blocking the caller: what
-/// fits the handle's buffer goes now, the rest from a short-lived thread that
-/// waits for the application to make room.
-fn deliver_bytes(mut sink: ExchangeSink, mut body: Bytes) {
-    while !body.is_empty() {
-        let chunk = body.split_to(body.len().min(CHUNK));
-        match sink.try_data(chunk) {
-            TryData::Queued => {}
-            TryData::Cancelled => {
-                sink.fail(Error::cancelled());
-                return;
-            }
-            TryData::Full(chunk) => {
-                let spawned = std::thread::Builder::new()
-                    .name("rh-cache-body".into())
-                    .spawn(move || {
-                        let mut rest = chunk;
-                        loop {
-                            if let Err(e) = sink.data_blocking(rest) {
-                                sink.fail(e);
-                                return;
-                            }
-                            if body.is_empty() {
-                                break;
-                            }
-                            rest = body.split_to(body.len().min(CHUNK));
-                        }
-                        sink.finish();
-                    });
-                drop(spawned);
-                return;
-            }
-        }
-    }
-    sink.finish();
 }
 
 /// Streams a stored body of `len` bytes from `reader`, as the application

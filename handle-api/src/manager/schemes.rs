@@ -128,14 +128,15 @@ impl SchemeHandler for DataScheme {
             sink.finish();
             return;
         }
-        deliver(sink, Bytes::from(body));
+        deliver_bytes(sink, Bytes::from(body), "rh-data-scheme");
     }
 }
 
-/// Hands an in-memory body to the sink without blocking the caller: what
-/// fits the handle's buffer goes now, the rest from a short-lived thread that
-/// waits for the application to make room.
-fn deliver(mut sink: ExchangeSink, mut body: Bytes) {
+/// Hands an in-memory body (a `data:` url's, a cached one) to the sink
+/// without blocking the caller: what fits the handle's buffer goes now, the
+/// rest from a short-lived thread named `thread` that waits for the
+/// application to make room.
+pub(crate) fn deliver_bytes(mut sink: ExchangeSink, mut body: Bytes, thread: &str) {
     while !body.is_empty() {
         let chunk = body.split_to(body.len().min(CHUNK));
         match sink.try_data(chunk) {
@@ -146,7 +147,7 @@ fn deliver(mut sink: ExchangeSink, mut body: Bytes) {
             }
             TryData::Full(chunk) => {
                 let spawned = std::thread::Builder::new()
-                    .name("rh-data-scheme".into())
+                    .name(thread.into())
                     .spawn(move || {
                         let mut rest = chunk;
                         loop {
