@@ -48,13 +48,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let target = authority(host, port);
-    let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
-    if let Some(auth) = authorization {
-        request.extend_from_slice(b"Proxy-Authorization: ");
-        request.extend_from_slice(auth.as_bytes());
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"\r\n");
+    let request = handle_api::connect_request(&target, authorization);
     io.write_all(&request)
         .await
         .map_err(|e| io_error("sending CONNECT to the proxy failed", e))?;

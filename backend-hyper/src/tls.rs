@@ -1,6 +1,6 @@
-//! TLS with rustls (ring provider): the client configuration built once
-//! from [`TlsConfig`], the handshake, and rustls' errors as
-//! [`TlsProblem`]s.
+//! TLS with rustls (ring provider): the client configurations built once
+//! from [`TlsConfig`] (by `handle_api::rustls`, shared with the ureq
+//! backend), one per ALPN offer, and the handshake.
 //!
 //! The roots are exactly [`TlsConfig::roots`], the list every backend
 //! trusts, so a certificate curl rejects is rejected here too, for the same
@@ -8,18 +8,10 @@
 
 use std::sync::Arc;
 
-use handle_api::{Error, ErrorKind, KeyFormat, Result, TlsConfig, TlsProblem};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
-    ServerName, UnixTime,
-};
-use rustls::{
-    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
-    SignatureScheme,
-};
+pub(crate) use handle_api::rustls::problem;
+use handle_api::{Error, Result, TlsConfig, TlsProblem};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -51,7 +43,7 @@ pub(crate) struct Handshaken {
 impl Tls {
     /// Builds the configurations from `config`.
     pub(crate) fn new(config: &TlsConfig) -> Tls {
-        match base(config) {
+        match handle_api::rustls::client_config(config) {
             Ok(base) => {
                 let with = |alpn: &[&[u8]]| {
                     let mut c = base.clone();
@@ -95,140 +87,6 @@ impl Tls {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The configuration without ALPN: roots or no verification, and the identity.
-fn base(config: &TlsConfig) -> Result<ClientConfig> {
-    let provider = provider();
-    let algorithms = provider.signature_verification_algorithms;
-    let verifier: Arc<dyn ServerCertVerifier> = if config.verify {
-        let mut roots = RootCertStore::empty();
-        // Certificates webpki cannot use are skipped, as OpenSSL skips
-        // unreadable entries of a CA bundle.
-        let _ = roots.add_parsable_certificates(
-            config
-                .roots()
-                .iter()
-                .map(|c| CertificateDer::from(c.der().to_vec())),
-        );
-        if roots.is_empty() {
-            // webpki refuses to build a verifier without roots; with none,
-            // every chain is untrusted.
-            Arc::new(Verifier::NoRoots(algorithms))
-        } else {
-            let webpki =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| {
-                        Error::new(
-                            ErrorKind::InvalidRequest,
-                            format!("the trusted roots cannot be used: {e}"),
-                        )
-                    })?;
-            webpki
-        }
-    } else {
-        Arc::new(Verifier::AcceptAny(algorithms))
-    };
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| {
-            Error::tls(
-                TlsProblem::Handshake,
-                format!("no TLS version is available: {e}"),
-            )
-        })?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier);
-    match &config.identity {
-        None => Ok(builder.with_no_client_auth()),
-        Some(identity) => {
-            let bad = |why: String| {
-                Error::tls(
-                    TlsProblem::ClientCertificate,
-                    format!("the client certificate cannot be used: {why}"),
-                )
-            };
-            let chain = identity
-                .chain()
-                .iter()
-                .map(|c| CertificateDer::from(c.der().to_vec()))
-                .collect();
-            let der = identity.key_der().to_vec();
-            let key = match identity.key_format() {
-                KeyFormat::Pkcs8 => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der)),
-                KeyFormat::Pkcs1 => PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(der)),
-                KeyFormat::Sec1 => PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(der)),
-                other => return Err(bad(format!("the key format {other:?} is unknown"))),
-            };
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| bad(e.to_string()))
-        }
-    }
-}
-
-/// The server certificate check when webpki's cannot be used: no roots at
-/// all, or verification turned off. Handshake signatures are checked either
-/// way, so the peer still proves it holds the certificate's key.
-#[derive(Debug)]
-enum Verifier {
-    /// Nothing is trusted.
-    NoRoots(WebPkiSupportedAlgorithms),
-    /// Any certificate is accepted (`danger_accept_invalid_certs`).
-    AcceptAny(WebPkiSupportedAlgorithms),
-}
-
-impl Verifier {
-    fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
-        match self {
-            Verifier::NoRoots(a) | Verifier::AcceptAny(a) => a,
-        }
-    }
-}
-
-impl ServerCertVerifier for Verifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self {
-            Verifier::NoRoots(_) => Err(rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer,
-            )),
-            Verifier::AcceptAny(_) => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, self.algorithms())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, self.algorithms())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms().supported_schemes()
-    }
-}
-
 /// A failed handshake with `host`.
 fn handshake_error(e: std::io::Error, host: &str) -> Error {
     let problem = rustls_error(&e).map_or(TlsProblem::Handshake, problem);
@@ -242,86 +100,4 @@ fn handshake_error(e: std::io::Error, host: &str) -> Error {
 /// The rustls error inside an `io::Error`, as tokio-rustls reports them.
 pub(crate) fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
     e.get_ref()?.downcast_ref::<rustls::Error>()
-}
-
-/// What a rustls error says was wrong, in the terms every backend uses.
-pub(crate) fn problem(e: &rustls::Error) -> TlsProblem {
-    match e {
-        rustls::Error::InvalidCertificate(c) => certificate_problem(c),
-        rustls::Error::AlertReceived(alert) => alert_problem(*alert),
-        rustls::Error::NoCertificatesPresented => TlsProblem::UntrustedIssuer,
-        _ => TlsProblem::Handshake,
-    }
-}
-
-fn certificate_problem(e: &CertificateError) -> TlsProblem {
-    use CertificateError as C;
-    match e {
-        C::UnknownIssuer
-        | C::BadSignature
-        | C::UnsupportedSignatureAlgorithmContext { .. }
-        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
-        | C::InvalidPurpose
-        | C::InvalidPurposeContext { .. } => TlsProblem::UntrustedIssuer,
-        C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
-            TlsProblem::Expired
-        }
-        C::NotValidForName | C::NotValidForNameContext { .. } => TlsProblem::WrongHost,
-        _ => TlsProblem::Handshake,
-    }
-}
-
-/// An alert from the server: the ones about certificates are about ours,
-/// since the server's certificate is checked here, not there.
-fn alert_problem(alert: AlertDescription) -> TlsProblem {
-    use AlertDescription as A;
-    match alert {
-        A::CertificateRequired
-        | A::BadCertificate
-        | A::UnsupportedCertificate
-        | A::CertificateRevoked
-        | A::CertificateExpired
-        | A::CertificateUnknown
-        | A::UnknownCA
-        | A::AccessDenied => TlsProblem::ClientCertificate,
-        _ => TlsProblem::Handshake,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn certificate_errors_map_to_the_shared_problems() {
-        let cert = |c| problem(&rustls::Error::InvalidCertificate(c));
-        assert_eq!(
-            cert(CertificateError::UnknownIssuer),
-            TlsProblem::UntrustedIssuer
-        );
-        assert_eq!(
-            cert(CertificateError::BadSignature),
-            TlsProblem::UntrustedIssuer
-        );
-        assert_eq!(cert(CertificateError::Expired), TlsProblem::Expired);
-        assert_eq!(cert(CertificateError::NotValidYet), TlsProblem::Expired);
-        assert_eq!(
-            cert(CertificateError::NotValidForName),
-            TlsProblem::WrongHost
-        );
-        assert_eq!(cert(CertificateError::BadEncoding), TlsProblem::Handshake);
-        let alert = |a| problem(&rustls::Error::AlertReceived(a));
-        assert_eq!(
-            alert(AlertDescription::CertificateRequired),
-            TlsProblem::ClientCertificate
-        );
-        assert_eq!(
-            alert(AlertDescription::UnknownCA),
-            TlsProblem::ClientCertificate
-        );
-        assert_eq!(
-            alert(AlertDescription::ProtocolVersion),
-            TlsProblem::Handshake
-        );
-    }
 }

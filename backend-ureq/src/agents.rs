@@ -8,10 +8,9 @@
 //! Agents are made on first use and kept: a manager uses a handful of
 //! proxies at most.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use handle_api::{HostOverrides, Proxy};
-use rustls::ClientConfig;
 use ureq::config::Config;
 use ureq::Agent;
 
@@ -21,13 +20,13 @@ use crate::transport::{OverrideResolver, WatchedConnector};
 pub(crate) struct Agents {
     config: Config,
     overrides: HostOverrides,
-    tls: Arc<ClientConfig>,
+    tls: crate::tls::TlsSetup,
     direct: Agent,
     proxied: Mutex<Vec<(Proxy, Agent)>>,
 }
 
 impl Agents {
-    pub(crate) fn new(config: Config, overrides: HostOverrides, tls: Arc<ClientConfig>) -> Self {
+    pub(crate) fn new(config: Config, overrides: HostOverrides, tls: crate::tls::TlsSetup) -> Self {
         let direct = make(&config, &overrides, &tls, None);
         Agents {
             config,
@@ -59,7 +58,7 @@ impl Agents {
 fn make(
     config: &Config,
     overrides: &HostOverrides,
-    tls: &Arc<ClientConfig>,
+    tls: &crate::tls::TlsSetup,
     proxy: Option<&Proxy>,
 ) -> Agent {
     Agent::with_parts(

@@ -88,7 +88,7 @@ impl UreqHandleManager {
         let agents = Agents::new(
             convert::agent_config(config),
             config.resolve.clone(),
-            tls::client_config(&config.tls)?,
+            tls::client_config(&config.tls),
         );
         Ok(UreqHandleManager {
             driver: Driver::new(

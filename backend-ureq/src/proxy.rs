@@ -36,13 +36,7 @@ pub(crate) fn connect_tunnel(
     authorization: Option<&HeaderValue>,
     max_head: usize,
 ) -> io::Result<()> {
-    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
-    if let Some(value) = authorization {
-        request.extend_from_slice(b"Proxy-Authorization: ");
-        request.extend_from_slice(value.as_bytes());
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"\r\n");
+    let request = handle_api::connect_request(authority, authorization);
     stream.write_all(&request)?;
     let head = read_head(stream, max_head)?;
     let status = tunnel_status(&head)?;

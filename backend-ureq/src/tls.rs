@@ -22,87 +22,39 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 
-use handle_api::{Error, ErrorKind, KeyFormat, Result, TlsConfig, TlsProblem};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
-use rustls::{
-    AlertDescription, CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct,
-    RootCertStore, SignatureScheme,
-};
-use rustls_pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
-    ServerName, UnixTime,
-};
+use handle_api::{Error, TlsConfig, TlsProblem};
+use rustls::{ClientConfig, ClientConnection};
+use rustls_pki_types::ServerName;
 
 use crate::error::TlsFailure;
 
 /// The only protocol offered in ALPN.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
 
-/// The rustls client configuration for `settings`. A client identity rustls
-/// cannot use fails here, when the backend is made, not at the first load.
-pub(crate) fn client_config(settings: &TlsConfig) -> Result<Arc<ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!("the TLS provider cannot be used: {e}"),
-            )
-            .with_source(e)
-        })?;
-    let builder = if settings.verify {
-        let mut roots = RootCertStore::empty();
-        // Certificates rustls cannot parse are skipped, as OpenSSL skips them.
-        roots.add_parsable_certificates(
-            settings
-                .roots()
-                .iter()
-                .map(|c| CertificateDer::from(c.der().to_vec())),
-        );
-        builder.with_root_certificates(roots)
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(
-                provider.signature_verification_algorithms,
-            )))
-    };
-    let mut config = match &settings.identity {
-        None => builder.with_no_client_auth(),
-        Some(identity) => {
-            let chain = identity
-                .chain()
-                .iter()
-                .map(|c| CertificateDer::from(c.der().to_vec()))
-                .collect();
-            let der = identity.key_der().to_vec();
-            let key = match identity.key_format() {
-                KeyFormat::Pkcs1 => PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(der)),
-                KeyFormat::Sec1 => PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(der)),
-                // Pkcs8, and any format handle-api adds later that rustls
-                // would recognise from its PKCS#8 wrapping.
-                _ => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der)),
-            };
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                Error::tls(
-                    TlsProblem::ClientCertificate,
-                    format!("the client identity cannot be used: {e}"),
-                )
-                .with_source(e)
-            })?
-        }
-    };
+/// The rustls client configuration of the backend, or why it cannot be
+/// made (an unusable client identity), which every https load then reports,
+/// as the other backends report it.
+pub(crate) type TlsSetup = std::result::Result<Arc<ClientConfig>, Error>;
+
+/// The rustls client configuration for `settings` (`handle_api::rustls`,
+/// shared with the hyper backend), offering `http/1.1` only.
+pub(crate) fn client_config(settings: &TlsConfig) -> TlsSetup {
+    let mut config = handle_api::rustls::client_config(settings)?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     Ok(Arc::new(config))
 }
 
 /// A new client session for `host` (a name, or an IP literal with or without brackets).
 pub(crate) fn session(
-    config: &Arc<ClientConfig>,
+    config: &TlsSetup,
     host: &str,
 ) -> std::result::Result<ClientConnection, TlsFailure> {
+    let config = config.as_ref().map_err(|e| {
+        TlsFailure::new(
+            e.tls_problem().unwrap_or(TlsProblem::Handshake),
+            e.message().to_owned(),
+        )
+    })?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(bare.to_owned()).map_err(|e| {
         TlsFailure::new(
@@ -113,45 +65,7 @@ pub(crate) fn session(
     ClientConnection::new(config.clone(), name).map_err(TlsFailure::from_rustls)
 }
 
-/// What was wrong, in the terms every backend reports.
-pub(crate) fn problem(e: &rustls::Error) -> TlsProblem {
-    use rustls::Error as E;
-    match e {
-        E::InvalidCertificate(c) => match c {
-            // No chain to a trusted root, or a chain that cannot vouch for
-            // a TLS server: OpenSSL reports these as an unverifiable issuer.
-            CertificateError::UnknownIssuer
-            | CertificateError::BadSignature
-            | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
-            | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
-            | CertificateError::InvalidPurpose
-            | CertificateError::InvalidPurposeContext { .. } => TlsProblem::UntrustedIssuer,
-            CertificateError::Expired
-            | CertificateError::ExpiredContext { .. }
-            | CertificateError::NotValidYet
-            | CertificateError::NotValidYetContext { .. } => TlsProblem::Expired,
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                TlsProblem::WrongHost
-            }
-            _ => TlsProblem::Handshake,
-        },
-        // The server presented no certificate at all: nothing vouches for it.
-        E::NoCertificatesPresented => TlsProblem::UntrustedIssuer,
-        // A server only ever complains about a certificate with these alerts
-        // when it is the client's: missing, unknown, refused or expired.
-        E::AlertReceived(
-            AlertDescription::CertificateRequired
-            | AlertDescription::BadCertificate
-            | AlertDescription::UnsupportedCertificate
-            | AlertDescription::CertificateRevoked
-            | AlertDescription::CertificateExpired
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::UnknownCA
-            | AlertDescription::AccessDenied,
-        ) => TlsProblem::ClientCertificate,
-        _ => TlsProblem::Handshake,
-    }
-}
+pub(crate) use handle_api::rustls::problem;
 
 /// A rustls error as the I/O error the transport hands ureq; `error.rs`
 /// finds the [`TlsFailure`] inside again.
@@ -287,86 +201,13 @@ pub(crate) fn idle_ok(conn: &mut ClientConnection, sock: &TcpStream) -> io::Resu
     result
 }
 
-/// The verifier of `verify: false`: any certificate, any name, any date;
-/// the handshake signatures are still checked with the provider's algorithms.
-#[derive(Debug)]
-struct AcceptAnyCertificate(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn certificate_errors_map_onto_the_shared_problems() {
-        let cert = |c| rustls::Error::InvalidCertificate(c);
-        assert_eq!(
-            problem(&cert(CertificateError::UnknownIssuer)),
-            TlsProblem::UntrustedIssuer
-        );
-        assert_eq!(
-            problem(&cert(CertificateError::Expired)),
-            TlsProblem::Expired
-        );
-        assert_eq!(
-            problem(&cert(CertificateError::NotValidYet)),
-            TlsProblem::Expired
-        );
-        assert_eq!(
-            problem(&cert(CertificateError::NotValidForName)),
-            TlsProblem::WrongHost
-        );
-        assert_eq!(
-            problem(&rustls::Error::AlertReceived(
-                AlertDescription::CertificateRequired
-            )),
-            TlsProblem::ClientCertificate
-        );
-        assert_eq!(
-            problem(&rustls::Error::AlertReceived(
-                AlertDescription::HandshakeFailure
-            )),
-            TlsProblem::Handshake
-        );
-    }
-
-    #[test]
     fn alpn_offers_http11_only() {
-        let c = client_config(&TlsConfig::default()).unwrap();
+        let c = client_config(&TlsConfig::default()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 }

@@ -32,6 +32,8 @@ mod manager;
 mod proxy;
 mod request;
 mod response;
+#[cfg(feature = "rustls")]
+pub mod rustls;
 mod tls;
 mod trace;
 
@@ -62,7 +64,7 @@ pub use manager::{
     ManagerBuilder, NetworkAccessManager, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_LOADS_TOTAL,
     DEFAULT_USER_AGENT,
 };
-pub use proxy::{NoProxy, Proxy, ProxyConfig, ProxyCredentials, ProxyScheme};
+pub use proxy::{connect_request, NoProxy, Proxy, ProxyConfig, ProxyCredentials, ProxyScheme};
 pub use request::{
     CachePolicy, HttpVersionPref, Priority, RequestBuilder, ResourceRequest, TargetType,
 };

@@ -191,6 +191,21 @@ impl fmt::Display for Proxy {
     }
 }
 
+/// The request that opens a CONNECT tunnel to `authority` (`host:port`, an
+/// IPv6 host in brackets), for a backend that writes it itself. It carries
+/// Host and, when given, Proxy-Authorization, and nothing else: no header
+/// of the application's, no User-Agent, no Cookie goes to the proxy.
+pub fn connect_request(authority: &str, authorization: Option<&HeaderValue>) -> Vec<u8> {
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
+    if let Some(value) = authorization {
+        request.extend_from_slice(b"Proxy-Authorization: ");
+        request.extend_from_slice(value.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    request
+}
+
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -455,6 +470,20 @@ mod tests {
         assert_eq!(
             p.basic_authorization().unwrap(),
             "Basic YWxhZGRpbjpvcGVuc2VzYW1l"
+        );
+    }
+
+    #[test]
+    fn connect_requests_carry_host_and_credentials_only() {
+        let p = Proxy::parse("http://u:p@proxy:1").unwrap();
+        let auth = p.basic_authorization();
+        assert_eq!(
+            connect_request("[::1]:443", auth.as_ref()),
+            b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\nProxy-Authorization: Basic dTpw\r\n\r\n"
+        );
+        assert_eq!(
+            connect_request("a.test:8443", None),
+            b"CONNECT a.test:8443 HTTP/1.1\r\nHost: a.test:8443\r\n\r\n"
         );
     }
 

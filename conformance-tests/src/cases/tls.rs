@@ -27,6 +27,7 @@ cases!("tls";
     "tls.redirect-from-http-to-https" => redirect_to_https [Capability::Https],
     "tls.client-certificate" => client_certificate [Capability::Https, Capability::ClientCertificate],
     "tls.client-certificate-required-missing" => client_certificate_missing [Capability::Https],
+    "tls.client-identity-key-mismatch" => client_identity_key_mismatch [Capability::Https, Capability::ClientCertificate],
 );
 
 /// Loads `url` with `manager`.
@@ -274,6 +275,27 @@ fn client_certificate(ctx: &mut Ctx) -> CaseResult {
         presented.contains(&Some(pki()?.client_cert_der())),
         "the server never saw the client certificate: {hs:?}"
     );
+    Ok(f.trace)
+}
+
+/// A client certificate with a key that is not its own: the https load
+/// fails with `tls`/`client_certificate` on every backend (libcurl can only
+/// tell at the handshake, so the rustls backends report it there too rather
+/// than when the manager is built), and the server receives nothing.
+fn client_identity_key_mismatch(ctx: &mut Ctx) -> CaseResult {
+    let base = ctx.tls_origin_with(CertKind::Valid, ClientAuth::Required)?;
+    let other_key = rcgen::KeyPair::generate().map_err(|e| format!("no key: {e}"))?;
+    let identity = Identity::from_pem(
+        pki()?.client_cert_pem().as_bytes(),
+        other_key.serialize_pem().as_bytes(),
+    )
+    .map_err(|e| format!("the identity did not load: {e}"))?;
+    let m = ctx.tls_manager_with(|b| Ok(b.identity(identity)))?;
+    let f = load(ctx, &m, &format!("{base}/echo"))?;
+    expect_error(&f.trace, "tls")?;
+    let detail = f.trace.error.as_ref().and_then(|e| e.detail.as_deref());
+    ensure_eq!(detail, Some("client_certificate"));
+    ensure_eq!(ctx.tls_server()?.requests().len(), 0);
     Ok(f.trace)
 }
 
