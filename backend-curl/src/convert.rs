@@ -21,7 +21,7 @@ use handle_api::{
 use crate::error;
 use crate::proxy;
 use crate::tls::TlsSettings;
-use crate::wire::RawList;
+use crate::wire::{self, RawList};
 
 /// Bytes curl reads from the socket per write callback. Larger than curl's
 /// 16 KiB default so a big body costs fewer callbacks and sink calls.
@@ -36,77 +36,28 @@ pub(crate) const UPLOAD_BUFFER_BYTES: usize = 256 * 1024;
 #[derive(Debug, Default)]
 #[allow(dead_code)]
 pub(crate) struct Borrowed {
-    /// The header list, when a value is not UTF-8.
+    /// The header list (CURLOPT_HTTPHEADER).
     pub(crate) header_list: Option<RawList>,
     /// The trusted roots (CURLOPT_CAINFO_BLOB, not copied).
     pub(crate) roots: Option<Arc<[u8]>>,
 }
 
-/// Applies every option of `req` to `easy`. The request body itself is not
-/// touched here: the handler's read callback streams it.
-pub(crate) fn configure<H>(
+/// The options every exchange of a backend shares: the TLS settings, the
+/// proxy options that do not depend on the proxy, curl's own policies
+/// turned off, buffer sizes. An easy handle kept for reuse keeps them, so
+/// they are set once per handle, not once per exchange. Returns the root
+/// bundle, which must outlive the handle.
+pub(crate) fn configure_handle<H>(
     easy: &mut Easy2<H>,
-    req: &WireRequest,
     config: &BackendConfig,
     tls: &TlsSettings,
-) -> Result<Borrowed> {
+) -> Result<Option<Arc<[u8]>>> {
     let set = |what: &'static str| move |e| error::setup(what, e);
-
-    http_version(easy, req)?;
-    if let Some(list) = resolve_list(req, config)? {
-        easy.resolve(list).map_err(set("the host override"))?;
-    }
-    proxy::apply(easy, req.proxy.as_ref())?;
+    proxy::apply_fixed(easy)?;
     let roots = tls.apply(easy)?;
-    // curl would turn userinfo in the url into Basic auth of its own;
-    // credentials are handle-api's policy, so curl never sees them.
-    if req.url.username().is_empty() && req.url.password().is_none() {
-        easy.url(req.url.as_str()).map_err(set("the url"))?;
-    } else {
-        let mut url = req.url.clone();
-        // Only fails for urls that cannot have credentials, which these had.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        easy.url(url.as_str()).map_err(set("the url"))?;
-    }
     // The url crate already normalised the path; curl must not do it again
     // differently (dot segments), so the wire carries what the url says.
     easy.path_as_is(true).map_err(set("PATH_AS_IS"))?;
-
-    method(easy, req)?;
-    let lines = header_lines(req);
-    let mut raw_list = None;
-    match lines
-        .iter()
-        .map(|l| std::str::from_utf8(l))
-        .collect::<std::result::Result<Vec<&str>, _>>()
-    {
-        Ok(text) => {
-            let mut list = List::new();
-            for line in text {
-                list.append(line).map_err(set("a header line"))?;
-            }
-            easy.http_headers(list).map_err(set("the header list"))?;
-        }
-        Err(_) => {
-            // A value with obs-text: curl-rust's List takes UTF-8 only, so
-            // the list is built from the bytes as they are.
-            let list = RawList::new(&lines).ok_or_else(|| {
-                Error::new(ErrorKind::Io, "libcurl could not build the header list")
-            })?;
-            list.install(easy.raw()).map_err(set("the header list"))?;
-            raw_list = Some(list);
-        }
-    }
-
-    if let Some(t) = req.connect_timeout {
-        easy.connect_timeout(nonzero(t))
-            .map_err(set("the connect timeout"))?;
-    }
-    if let Some(t) = req.timeout {
-        easy.timeout(nonzero(t)).map_err(set("the timeout"))?;
-    }
-
     // Policy lives in handle-api: curl's own versions stay off. COOKIEFILE is
     // never set, so curl's cookie engine never starts; ACCEPT_ENCODING is
     // never set, so curl neither advertises nor decodes content codings.
@@ -122,10 +73,70 @@ pub(crate) fn configure<H>(
     easy.tcp_nodelay(true).map_err(set("TCP_NODELAY"))?;
     easy.maxage_conn(config.idle_timeout)
         .map_err(set("MAXAGE_CONN"))?;
-    Ok(Borrowed {
-        header_list: raw_list,
-        roots,
-    })
+    Ok(roots)
+}
+
+/// The options of one exchange: url, method and body framing, headers,
+/// timeouts, host overrides, HTTP version and proxy. On a reused handle
+/// (see `configure_handle`) every option an earlier exchange may have set
+/// is set again here, or back to libcurl's default, so no exchange
+/// inherits anything from the one before; a handle that went through a
+/// proxy is reset whole before reuse instead (`Driver::recycle`), so only
+/// the no-proxy case has to be undone here. Returns the header list, which
+/// the handler keeps alive while libcurl points at it.
+pub(crate) fn configure_request<H>(
+    easy: &mut Easy2<H>,
+    req: &WireRequest,
+    config: &BackendConfig,
+) -> Result<Option<RawList>> {
+    let set = |what: &'static str| move |e| error::setup(what, e);
+
+    http_version(easy, req)?;
+    match resolve_list(req, config)? {
+        Some(list) => easy.resolve(list).map_err(set("the host override"))?,
+        None => wire::clear_resolve(easy.raw()).map_err(set("the host override"))?,
+    }
+    proxy::apply(easy, req.proxy.as_ref())?;
+    // curl would turn userinfo in the url into Basic auth of its own;
+    // credentials are handle-api's policy, so curl never sees them.
+    if req.url.username().is_empty() && req.url.password().is_none() {
+        easy.url(req.url.as_str()).map_err(set("the url"))?;
+    } else {
+        let mut url = req.url.clone();
+        // Only fails for urls that cannot have credentials, which these had.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        easy.url(url.as_str()).map_err(set("the url"))?;
+    }
+
+    method(easy, req)?;
+    let raw_list = headers(easy, req)?;
+
+    // Zero is libcurl's default for both: its own connect timeout, no total one.
+    easy.connect_timeout(req.connect_timeout.map_or(Duration::ZERO, nonzero))
+        .map_err(set("the connect timeout"))?;
+    easy.timeout(req.timeout.map_or(Duration::ZERO, nonzero))
+        .map_err(set("the timeout"))?;
+    Ok(raw_list)
+}
+
+/// CURLOPT_HTTPHEADER from the request's headers (see `header_lines`),
+/// built straight from the bytes: one reused buffer, one
+/// `curl_slist_append` per line (which copies it), no UTF-8 detour, so a
+/// value with obs-text goes out as it is.
+fn headers<H>(easy: &mut Easy2<H>, req: &WireRequest) -> Result<Option<RawList>> {
+    let mut list = RawList::empty();
+    let mut complete = true;
+    header_lines(req, &mut |line| complete &= list.push(line));
+    if !complete {
+        return Err(Error::new(
+            ErrorKind::Io,
+            "libcurl could not build the header list",
+        ));
+    }
+    list.install(easy.raw())
+        .map_err(|e| error::setup("the header list", e))?;
+    Ok(Some(list))
 }
 
 /// CURLOPT_HTTP_VERSION, and CURLOPT_PIPEWAIT where the connection may
@@ -136,9 +147,7 @@ fn http_version<H>(easy: &mut Easy2<H>, req: &WireRequest) -> Result<()> {
     let (version, multiplexed) = native_version(req.http_version, req.url.scheme() == "https");
     easy.http_version(version)
         .map_err(set("the HTTP version"))?;
-    if multiplexed {
-        easy.pipewait(true).map_err(set("PIPEWAIT"))?;
-    }
+    easy.pipewait(multiplexed).map_err(set("PIPEWAIT"))?;
     Ok(())
 }
 
@@ -226,8 +235,13 @@ fn resolve_entry(host: &str, port: u16, addrs: &[SocketAddr]) -> String {
 /// CUSTOMREQUEST. Without a body, HTTPGET renamed with CUSTOMREQUEST sends
 /// the method with no body and no framing. CURLOPT_NOBODY is only for HEAD:
 /// it also tells curl not to read a response body.
+///
+/// Each branch sets libcurl's method and "no body" flag itself (HTTPGET,
+/// POST and UPLOAD clear NOBODY); CUSTOMREQUEST and the two body sizes are
+/// first put back to their defaults, for a reused handle.
 fn method<H>(easy: &mut Easy2<H>, req: &WireRequest) -> Result<()> {
     let set = |what: &'static str| move |e| error::setup(what, e);
+    wire::clear_method_options(easy.raw()).map_err(set("the method"))?;
     let m = &req.method;
     match (m, req.framing) {
         (&Method::HEAD, BodyFraming::None) => easy.nobody(true).map_err(set("NOBODY"))?,
@@ -267,10 +281,12 @@ fn method<H>(easy: &mut Easy2<H>, req: &WireRequest) -> Result<()> {
 
 /// CURLOPT_HTTPHEADER: every header of the request, as given, plus the
 /// entries that stop curl from adding its own.
-fn header_lines(req: &WireRequest) -> Vec<Vec<u8>> {
-    let mut lines = Vec::new();
+/// Each line is handed to `add` without its line end.
+fn header_lines(req: &WireRequest, add: &mut impl FnMut(&[u8])) {
+    let mut line = Vec::with_capacity(128);
     for (name, value) in req.headers.iter() {
-        let mut line = name.as_str().as_bytes().to_vec();
+        line.clear();
+        line.extend_from_slice(name.as_str().as_bytes());
         if value.is_empty() {
             // "Name:" would tell curl to remove the header; "Name;" sends it empty.
             line.push(b';');
@@ -278,15 +294,12 @@ fn header_lines(req: &WireRequest) -> Vec<Vec<u8>> {
             line.extend_from_slice(b": ");
             line.extend_from_slice(value.as_bytes());
         }
-        lines.push(line);
+        add(&line);
     }
-    suppress_defaults(&req.headers, &req.method, &mut |l: &str| {
-        lines.push(l.as_bytes().to_vec());
-    });
+    suppress_defaults(&req.headers, &req.method, &mut |l: &str| add(l.as_bytes()));
     if req.framing == BodyFraming::Chunked {
-        lines.push(b"Transfer-Encoding: chunked".to_vec());
+        add(b"Transfer-Encoding: chunked");
     }
-    lines
 }
 
 /// "Name:" removes a header curl would otherwise add of its own.

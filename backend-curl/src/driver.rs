@@ -1,18 +1,27 @@
 //! The thread that owns one `curl::multi::Multi` and every transfer on it, as
 //! WebCore's curl layer drives one multi handle on its own thread.
 //!
-//! Other threads talk to it only through a queue of [`Msg`]s followed by
-//! `curl_multi_wakeup`, which ends the thread's `curl_multi_poll` early. The
-//! thread never blocks on the application: a body chunk the sink cannot take
-//! pauses the transfer (`CURL_WRITEFUNC_PAUSE`), and the sink's `on_space`
+//! Other threads talk to it only through a queue of [`Msg`]s, followed by
+//! `curl_multi_wakeup` (which ends the thread's `curl_multi_poll` early) only
+//! when the thread is asleep there: a message sent while it works is drained
+//! before it sleeps, so a burst of starts costs one wakeup, not one each. The
+//! thread never blocks on the application: a chunk that fills the sink's
+//! buffer pauses receiving (`curl_easy_pause`), and the sink's `on_space`
 //! callback queues the matching unpause.
+//!
+//! The application is woken once per pass, not once per event: every sink
+//! defers its wakes ([`ExchangeSink::defer_wakes`]), and the thread flushes
+//! them all before it sleeps. A finished transfer and a full buffer wake
+//! at once.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::mem;
 use std::net::{IpAddr, SocketAddr};
 use std::os::raw::c_void;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -49,20 +58,30 @@ pub(crate) enum Msg {
     Shutdown,
 }
 
-/// The way into the driver thread: queue a message, then wake the multi.
+/// The way into the driver thread: queue a message, then wake the multi if
+/// the thread sleeps.
 #[derive(Clone)]
 pub(crate) struct Notifier {
     tx: Sender<Msg>,
     waker: MultiWaker,
+    /// Set by the driver just before it sleeps in `curl_multi_poll`, cleared
+    /// by whoever wakes it (or by the driver when it wakes by itself).
+    asleep: Arc<AtomicBool>,
 }
 
 impl Notifier {
-    /// Queues `msg` and wakes the driver. Hands `msg` back when the driver
-    /// thread is gone.
+    /// Queues `msg` and wakes the driver if it sleeps. Hands `msg` back when
+    /// the driver thread is gone.
     pub(crate) fn send(&self, msg: Msg) -> std::result::Result<(), Msg> {
         self.tx.send(msg).map_err(|e| e.0)?;
-        // Fails only when the multi is already gone, and then so is the thread.
-        let _ = self.waker.wakeup();
+        // Pairs with the fence in `Driver::sleep`: either the driver sees
+        // this message before it sleeps, or this sees it asleep (Dekker).
+        fence(Ordering::SeqCst);
+        // Only the first sender after the driver fell asleep wakes it.
+        if self.asleep.swap(false, Ordering::SeqCst) {
+            // Fails only when the multi is already gone, and then so is the thread.
+            let _ = self.waker.wakeup();
+        }
         Ok(())
     }
 
@@ -100,6 +119,7 @@ pub(crate) fn spawn(config: &BackendConfig) -> Result<Notifier> {
             let notifier = Notifier {
                 tx: notify_tx,
                 waker: multi.waker(),
+                asleep: Arc::new(AtomicBool::new(false)),
             };
             if ready_tx.send(Ok(notifier.clone())).is_err() {
                 return;
@@ -111,6 +131,7 @@ pub(crate) fn spawn(config: &BackendConfig) -> Result<Notifier> {
                 config,
                 tls,
                 transfers: HashMap::new(),
+                idle: Vec::new(),
                 next_token: 0,
                 closing: false,
             }
@@ -139,6 +160,8 @@ struct Driver {
     config: BackendConfig,
     tls: TlsSettings,
     transfers: HashMap<usize, Easy2Handle<Transfer>>,
+    /// Easy handles of completed transfers, kept for the next exchanges.
+    idle: Vec<Idle>,
     /// Tokens are never reused, so a late unpause or cancel cannot reach the
     /// wrong transfer.
     next_token: usize,
@@ -159,11 +182,47 @@ impl Driver {
             // Callbacks inside `perform` may have queued heads or unpauses.
             self.drain_queue();
             let wait = self.expire_idle();
-            if let Err(e) = self.multi.poll(&mut [], wait) {
-                self.fail_all(error::multi("wait for sockets", e));
-                // Do not spin if the multi handle is broken for good.
-                thread::sleep(Duration::from_millis(10));
+            self.flush_wakes();
+            self.sleep(wait);
+        }
+    }
+
+    /// Wakes the application of every transfer that queued events without
+    /// waking it during this pass.
+    fn flush_wakes(&mut self) {
+        for h in self.transfers.values_mut() {
+            if let Some(sink) = h.get_mut().sink.as_mut() {
+                sink.flush_wakes();
             }
+        }
+    }
+
+    /// Sleeps in `curl_multi_poll` for at most `wait`, unless a message came
+    /// in since the queue was last drained.
+    fn sleep(&mut self, wait: Duration) {
+        let asleep = &self.notifier.asleep;
+        asleep.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `Notifier::send` (see there).
+        fence(Ordering::SeqCst);
+        match self.rx.try_recv() {
+            Ok(msg) => {
+                asleep.store(false, Ordering::SeqCst);
+                self.handle(msg);
+                return;
+            }
+            Err(TryRecvError::Disconnected) => {
+                asleep.store(false, Ordering::SeqCst);
+                self.closing = true;
+                return;
+            }
+            Err(TryRecvError::Empty) => {}
+        }
+        let slept = self.multi.poll(&mut [], wait);
+        asleep.store(false, Ordering::SeqCst);
+        if let Err(e) = slept {
+            self.fail_all(error::multi("wait for sockets", e));
+            // Do not spin if the multi handle is broken for good.
+            thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -260,19 +319,36 @@ impl Driver {
         let token = self.next_token;
         self.next_token += 1;
 
-        let mut easy = Easy2::new(Transfer::new(
+        let transfer = Transfer::new(
             token,
             &request,
             self.notifier.clone(),
             &self.config,
             self.tls.verify(),
-        ));
-        match convert::configure(&mut easy, &request, &self.config, &self.tls) {
-            Ok(borrowed) => easy.get_mut().borrowed = borrowed,
-            Err(e) => {
-                sink.fail(e);
-                return;
+        );
+        let (mut easy, configured) = match self.idle.pop() {
+            Some(Idle {
+                mut easy,
+                configured,
+            }) => {
+                // The root bundle stays with the handle that points at it.
+                let roots = easy.get_mut().borrowed.roots.take();
+                *easy.get_mut() = transfer;
+                easy.get_mut().borrowed.roots = roots;
+                (easy, configured)
             }
+            None => (Easy2::new(transfer), false),
+        };
+        easy.get_mut().raw = wire::RawEasy(easy.raw());
+        if !configured {
+            match convert::configure_handle(&mut easy, &self.config, &self.tls) {
+                Ok(roots) => easy.get_mut().borrowed.roots = roots,
+                Err(e) => return sink.fail(e),
+            }
+        }
+        match convert::configure_request(&mut easy, &request, &self.config) {
+            Ok(list) => easy.get_mut().borrowed.header_list = list,
+            Err(e) => return sink.fail(e),
         }
         if let Err(e) = wire::install_prereq(easy.raw(), &easy.get_ref().attempts) {
             sink.fail(error::setup("the prereq callback", e));
@@ -292,6 +368,9 @@ impl Driver {
             drop(h);
             return sink.fail(error::setup("the transfer's token", e));
         }
+        // The driver flushes the sink's wakes at the end of every pass.
+        let mut sink = sink;
+        sink.defer_wakes();
         // Callbacks run only inside `perform`, so the sink can join now.
         h.get_mut().sink = Some(sink);
         self.transfers.insert(token, h);
@@ -339,18 +418,79 @@ impl Driver {
         });
         for (token, result) in done {
             if let Some(h) = self.transfers.remove(&token) {
-                complete(h, result);
+                let recycle = |h| self.recycle(h);
+                complete(h, result, recycle);
             }
         }
     }
+
+    /// Takes a completed transfer off the multi handle and keeps its easy
+    /// handle for a later exchange, as curl-direct reuses one per slot. The
+    /// connection pool, DNS cache and TLS sessions live in the multi handle
+    /// either way; what reuse saves is libcurl's per-handle allocation and
+    /// set-up, and the options every exchange shares (`configure_handle`):
+    /// the next exchange sets only its own (`configure_request`, which
+    /// also undoes whatever an earlier exchange set). A handle whose
+    /// exchange set options `configure_request` does not undo (a proxy's,
+    /// FORBID_REUSE) or that was paused for space is reset whole first (`curl_easy_reset`, with
+    /// curl-rust's callbacks set again) and configured from scratch.
+    fn recycle(&mut self, h: Easy2Handle<Transfer>) {
+        // A handle that cannot be detached is dropped, which tries again.
+        let Ok(mut easy) = self.multi.remove2(h) else {
+            return;
+        };
+        if self.idle.len() >= IDLE_HANDLES_MAX {
+            return;
+        }
+        let t = easy.get_ref();
+        // A transfer that was held back for space is reset too: nothing of
+        // its pause may reach the next exchange.
+        let configured = t.proxy.is_none() && !t.parser.forbid_reuse && !t.held_for_space;
+        if configured {
+            wire::clear_http_headers(easy.raw());
+        } else {
+            easy.reset();
+        }
+        // Only now that libcurl no longer points at them may the header
+        // list and the body the transfer lent it go; the upload source (an
+        // open file, a reader) must not wait for the next exchange.
+        let t = easy.get_mut();
+        t.body = None;
+        t.borrowed.header_list = None;
+        if !configured {
+            t.borrowed.roots = None;
+        }
+        t.raw = wire::RawEasy::default();
+        self.idle.push(Idle { easy, configured });
+    }
 }
 
-/// Ends one finished transfer through its sink.
-fn complete(mut h: Easy2Handle<Transfer>, result: std::result::Result<(), curl::Error>) {
-    let info = TransferInfo::of(&h);
+/// An easy handle waiting for its next exchange.
+struct Idle {
+    easy: Easy2<Transfer>,
+    /// Whether it holds the options every exchange shares
+    /// (`convert::configure_handle`) and no other exchange's own beyond
+    /// those `convert::configure_request` sets again.
+    configured: bool,
+}
+
+/// Easy handles the driver keeps for reuse at most: one per transfer that
+/// ran at the same time, up to this many.
+const IDLE_HANDLES_MAX: usize = 64;
+
+/// Ends one finished transfer through its sink; `release` takes the easy
+/// handle off the multi before the end is reported.
+fn complete(
+    mut h: Easy2Handle<Transfer>,
+    result: std::result::Result<(), curl::Error>,
+    release: impl FnOnce(Easy2Handle<Transfer>),
+) {
     report_head(&mut h);
+    // The getinfo items only a failure's mapping reads.
+    let info = result.is_err().then(|| TransferInfo::of(&h));
     let t = h.get_mut();
     let Some(sink) = t.sink.take() else { return };
+    let info = info.unwrap_or_default();
     let cx = FailureContext {
         connected: info.connected,
         connect_timeout: t.connect_timeout,
@@ -369,7 +509,7 @@ fn complete(mut h: Easy2Handle<Transfer>, result: std::result::Result<(), curl::
     };
     let status = t.status;
     let head_method = t.head_method;
-    drop(h);
+    release(h);
 
     if sink.is_cancelled() {
         return sink.fail(Error::cancelled());
@@ -397,33 +537,17 @@ fn complete(mut h: Easy2Handle<Transfer>, result: std::result::Result<(), curl::
     sink.finish();
 }
 
-/// Reports the parsed head of `h` to its sink, with the peer address and the
-/// timing curl measured, once.
+/// Reports the parsed head of `h` to its sink, if it is still pending.
 fn report_head(h: &mut Easy2Handle<Transfer>) {
     if !matches!(h.get_ref().head, HeadState::Pending(_)) {
         return;
     }
-    // The getters need the easy handle, which the callbacks do not have: that
-    // is why the head goes through the driver instead of straight to the sink.
-    let info = TransferInfo::of(h);
-    if h.get_ref().parser.forbid_reuse {
-        // The head's framing cannot be trusted to have ended where the next
-        // response starts (Transfer-Encoding with Content-Length).
-        wire::forbid_reuse(h.raw());
-    }
-    let t = h.get_mut();
-    t.chunked = t.parser.chunked;
-    if let HeadState::Pending(mut head) = mem::replace(&mut t.head, HeadState::Reported) {
-        head.remote_addr = info.remote;
-        head.timing = info.timing;
-        t.status = Some(head.status);
-        if let Some(sink) = t.sink.as_mut() {
-            sink.response(*head);
-        }
-    }
+    let raw = h.raw();
+    h.get_mut().report_pending_head(raw);
 }
 
 /// What curl can tell about a transfer from its easy handle.
+#[derive(Default)]
 struct TransferInfo {
     remote: Option<SocketAddr>,
     timing: LoadTiming,
@@ -436,37 +560,46 @@ struct TransferInfo {
 
 impl TransferInfo {
     fn of(h: &Easy2Handle<Transfer>) -> Self {
+        TransferInfo::of_raw(h.raw())
+    }
+
+    /// From the raw easy handle, which is also how the header callback
+    /// (that has no `Easy2`) reads it.
+    fn of_raw(raw: *mut curl_sys::CURL) -> Self {
         // curl reports a phase that did not happen (no TLS, a reused
         // connection) as zero: that is "unknown", not "instant".
-        let phase = |d: std::result::Result<Duration, curl::Error>| d.ok().filter(|d| !d.is_zero());
-        let connect = phase(h.connect_time());
-        let pretransfer = phase(h.pretransfer_time());
-        let ip = h
-            .primary_ip()
-            .ok()
-            .flatten()
+        let phase = |info| {
+            wire::double_info(raw, info)
+                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                .filter(|d| !d.is_zero())
+        };
+        let connect = phase(curl_sys::CURLINFO_CONNECT_TIME);
+        let pretransfer = phase(curl_sys::CURLINFO_PRETRANSFER_TIME);
+        let ip = wire::string_info(raw, curl_sys::CURLINFO_PRIMARY_IP)
             .and_then(|ip| ip.parse::<IpAddr>().ok());
-        let port = h.primary_port().ok().filter(|p| *p != 0);
+        let port = wire::long_info(raw, curl_sys::CURLINFO_PRIMARY_PORT)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0);
         TransferInfo {
             remote: ip.zip(port).map(|(ip, port)| SocketAddr::new(ip, port)),
             timing: LoadTiming {
-                dns: phase(h.namelookup_time()),
+                dns: phase(curl_sys::CURLINFO_NAMELOOKUP_TIME),
                 connect,
-                tls: phase(h.appconnect_time()),
+                tls: phase(curl_sys::CURLINFO_APPCONNECT_TIME),
                 // PRETRANSFER is "about to send", not "sent"; curl-rust does
                 // not expose POSTTRANSFER, so this phase stays unknown.
                 request_sent: None,
-                first_byte: phase(h.starttransfer_time()),
+                first_byte: phase(curl_sys::CURLINFO_STARTTRANSFER_TIME),
                 complete: None,
             },
             // A reused connection has no connect time but does reach
             // pretransfer. Only a fallback for `error::map`: curl also stamps
             // pretransfer on some failed connects.
             connected: connect.is_some() || pretransfer.is_some(),
-            connect_code: wire::long_info(h.raw(), wire::CURLINFO_HTTP_CONNECTCODE)
+            connect_code: wire::long_info(raw, wire::CURLINFO_HTTP_CONNECTCODE)
                 .and_then(|c| u32::try_from(c).ok())
                 .filter(|c| *c != 0),
-            verify_result: wire::long_info(h.raw(), curl_sys::CURLINFO_SSL_VERIFYRESULT),
+            verify_result: wire::long_info(raw, curl_sys::CURLINFO_SSL_VERIFYRESULT),
         }
     }
 }
@@ -492,6 +625,9 @@ enum HeadState {
 /// One transfer's state, living inside its easy handle: curl's callbacks.
 pub(crate) struct Transfer {
     token: usize,
+    /// This transfer's own easy handle, for getinfo and pause from inside
+    /// the callbacks.
+    raw: wire::RawEasy,
     notifier: Notifier,
     sink: Option<ExchangeSink>,
     body: Option<UploadBody>,
@@ -499,6 +635,8 @@ pub(crate) struct Transfer {
     head: HeadState,
     status: Option<StatusCode>,
     paused: Option<Pause>,
+    /// The transfer was paused for space at least once.
+    held_for_space: bool,
     upload_error: Option<io::Error>,
     local_error: Option<Error>,
     connect_timeout: Option<Duration>,
@@ -533,6 +671,7 @@ impl Transfer {
         let h2 = req.http_version != handle_api::HttpVersionPref::Http1;
         Transfer {
             token,
+            raw: wire::RawEasy::default(),
             notifier,
             sink: None,
             body: None,
@@ -541,6 +680,7 @@ impl Transfer {
             head: HeadState::Reading,
             status: None,
             paused: None,
+            held_for_space: false,
             upload_error: None,
             local_error: None,
             connect_timeout: req.connect_timeout,
@@ -554,6 +694,64 @@ impl Transfer {
             verify,
             proxy: req.proxy.as_ref().map(ToString::to_string),
         }
+    }
+
+    /// Reports the pending head to the sink, with the peer address and the
+    /// timing curl measured, once. `raw` is this transfer's easy handle.
+    fn report_pending_head(&mut self, raw: *mut curl_sys::CURL) {
+        if !matches!(self.head, HeadState::Pending(_)) {
+            return;
+        }
+        let info = TransferInfo::of_raw(raw);
+        if self.parser.forbid_reuse {
+            // The head's framing cannot be trusted to have ended where the next
+            // response starts (Transfer-Encoding with Content-Length).
+            wire::forbid_reuse(raw);
+        }
+        self.chunked = self.parser.chunked;
+        if let HeadState::Pending(mut head) = mem::replace(&mut self.head, HeadState::Reported) {
+            head.remote_addr = info.remote;
+            head.timing = info.timing;
+            self.status = Some(head.status);
+            if let Some(sink) = self.sink.as_mut() {
+                sink.response(*head);
+            }
+        }
+    }
+
+    /// Whether the final `head` is reported from the header callback itself,
+    /// or by the driver after the pass while the body waits (Pause::ForHead).
+    ///
+    /// While the body's first bytes wait, libcurl goes on decoding what it
+    /// already read, and a framing error found there fails the transfer
+    /// before any byte reaches the application: the lenient chunked and
+    /// HTTP/2 decoders (libcurl takes a bare LF after a chunk extension, and
+    /// a stream may be reset in the same read) then look as strict as the
+    /// other backends. A Content-Length or close-delimited HTTP/1.x body has
+    /// no framing left to get wrong in the same read (a short body shows
+    /// only on a later read, which the pause would not reach either), so
+    /// for it the wait changes nothing but the cost. CURLOPT_FORBID_REUSE
+    /// is set from the driver, outside the callbacks.
+    fn reports_head_at_once(&self, head: &ResponseHead) -> bool {
+        !self.raw.0.is_null()
+            && !self.parser.forbid_reuse
+            && !self.parser.chunked
+            && head.version != Version::HTTP_2
+    }
+
+    /// Marks the transfer paused for space and asks for an unpause as soon
+    /// as the sink has room (at once if it already has).
+    fn wait_for_space(&mut self) {
+        self.paused = Some(Pause::ForSpace);
+        self.held_for_space = true;
+        let Some(sink) = self.sink.as_ref() else {
+            return;
+        };
+        let notifier = self.notifier.clone();
+        let token = self.token;
+        sink.on_space(move || {
+            let _ = notifier.send(Msg::Unpause(token));
+        });
     }
 
     /// Restarts the idle clock, once the connection is up.
@@ -581,8 +779,16 @@ impl Handler for Transfer {
         match self.parser.line(line) {
             Ok(None) => true,
             Ok(Some(head)) => {
+                let at_once = self.reports_head_at_once(&head);
                 self.head = HeadState::Pending(Box::new(head));
-                self.notifier.post(Msg::Head(self.token));
+                if at_once {
+                    // Reported here, with the getinfo items the head needs,
+                    // so the body's first bytes are taken in this same
+                    // callback pass instead of being paused and replayed.
+                    self.report_pending_head(self.raw.0);
+                } else {
+                    self.notifier.post(Msg::Head(self.token));
+                }
                 true
             }
             Err(e) => {
@@ -614,23 +820,34 @@ impl Handler for Transfer {
         if data.is_empty() {
             return Ok(0);
         }
+        if !sink.has_room() {
+            // Only when pausing from the callback below failed: hand the
+            // bytes back to curl (which keeps and replays them), uncopied.
+            self.wait_for_space();
+            return Err(WriteError::Pause);
+        }
         match sink.try_data(Bytes::copy_from_slice(data)) {
             TryData::Queued => {
+                let full = !sink.has_room();
                 self.touch();
+                if full && wire::pause_receive(self.raw.0) {
+                    // The buffer is full with these bytes: stop receiving
+                    // before curl offers the next ones, so nothing is
+                    // refused, buffered by curl and copied again on replay.
+                    // The bound is the same as refusing the next chunk.
+                    self.wait_for_space();
+                }
                 Ok(data.len())
             }
             // A short count makes curl abort with WRITE_ERROR; `complete`
             // reports the cancellation instead.
             TryData::Cancelled => Ok(0),
             TryData::Full(_) => {
-                // curl replays the same bytes after unpause, so the copy handed
-                // back is dropped.
-                self.paused = Some(Pause::ForSpace);
-                let notifier = self.notifier.clone();
-                let token = self.token;
-                sink.on_space(move || {
-                    let _ = notifier.send(Msg::Unpause(token));
-                });
+                // Cannot happen after `has_room` (only the consumer changes
+                // the buffer meanwhile, and only ever makes room), but if it
+                // did: curl replays the same bytes after unpause, so the
+                // copy handed back is dropped.
+                self.wait_for_space();
                 Err(WriteError::Pause)
             }
         }

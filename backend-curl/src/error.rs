@@ -135,6 +135,7 @@ pub(crate) fn map(e: curl::Error, cx: FailureContext) -> Error {
         || code(&e) == CURLE_HTTP2
         || code(&e) == CURLE_HTTP2_STREAM
         || is_chunk_framing(&e)
+        || is_h2_preface_refused(&e)
     {
         ErrorKind::Protocol
     } else if e.is_couldnt_resolve_proxy() || code(&e) == CURLE_PROXY {
@@ -238,6 +239,17 @@ fn is_chunk_framing(e: &curl::Error) -> bool {
     e.is_recv_error()
         && e.extra_description()
             .is_some_and(|m| m.contains("chunk") || m.contains("Chunk"))
+}
+
+/// nghttp2 found something other than the server's SETTINGS where the
+/// HTTP/2 connection preface belongs (an HTTP/1 server answering prior
+/// knowledge). libcurl reports it as a send or a receive error, depending on
+/// which of the two was running when the answer was read; either way the
+/// server spoke the wrong protocol.
+fn is_h2_preface_refused(e: &curl::Error) -> bool {
+    (e.is_send_error() || e.is_recv_error())
+        && e.extra_description()
+            .is_some_and(|m| m.contains("expected SETTINGS frame"))
 }
 
 /// The CURLcode, whose C type differs between platforms.

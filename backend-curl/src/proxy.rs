@@ -16,14 +16,23 @@ use handle_api::{Error, ErrorKind, Proxy, ProxyScheme, Result};
 use crate::error;
 use crate::wire;
 
-/// Sets the proxy options of `easy` for `proxy` (`None`: connect directly).
-pub(crate) fn apply<H>(easy: &mut Easy2<H>, proxy: Option<&Proxy>) -> Result<()> {
+/// The proxy options that are the same for every exchange, set once per
+/// easy handle.
+pub(crate) fn apply_fixed<H>(easy: &mut Easy2<H>) -> Result<()> {
     let set = |what: &'static str| move |e| error::setup(what, e);
     wire::separate_proxy_headers(easy.raw()).map_err(set("HEADEROPT"))?;
     // libcurl reads no_proxy from the environment unless NOPROXY is set;
     // an empty list means "no host bypasses the proxy" (the manager has
     // already applied its own NO_PROXY list).
-    easy.noproxy("").map_err(set("NOPROXY"))?;
+    easy.noproxy("").map_err(set("NOPROXY"))
+}
+
+/// Sets the proxy options of `easy` for `proxy` (`None`: connect directly),
+/// after `apply_fixed`. The options only a proxy uses (type, tunnel,
+/// credentials, PROXYHEADER) are set only with one: a handle that went
+/// through a proxy is reset before it is used again.
+pub(crate) fn apply<H>(easy: &mut Easy2<H>, proxy: Option<&Proxy>) -> Result<()> {
+    let set = |what: &'static str| move |e| error::setup(what, e);
     let Some(proxy) = proxy else {
         // An empty proxy disables libcurl's use of http_proxy, HTTPS_PROXY
         // and ALL_PROXY from the environment.

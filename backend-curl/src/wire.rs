@@ -2,10 +2,14 @@
 //! (libcurl calls it each time a request is about to go out on an
 //! established or reused connection), CURLOPT_FORBID_REUSE set while a
 //! transfer runs, a CURLOPT_HTTPHEADER list of raw bytes (curl-rust's
-//! `List` takes UTF-8 only, but a field value may carry obs-text), the trust
+//! `List` takes UTF-8 only, but a field value may carry obs-text),
+//! CURLOPT_RESOLVE, CUSTOMREQUEST and the body sizes put back to their
+//! defaults on a reused handle, the trust
 //! store options (CAINFO and CAPATH cleared, CAINFO_BLOB without a copy),
-//! CURLOPT_HEADEROPT, CURLOPT_SUPPRESS_CONNECT_HEADERS, the long-valued
-//! `curl_easy_getinfo` items, and OpenSSL's verify mode on the `SSL_CTX`.
+//! CURLOPT_HEADEROPT, CURLOPT_SUPPRESS_CONNECT_HEADERS, `curl_easy_getinfo`
+//! and `curl_easy_pause` on the raw handle (from inside the transfer's own
+//! callbacks, which have no `Easy2`), and OpenSSL's verify mode on the
+//! `SSL_CTX`.
 //! This is the only `unsafe` of the crate.
 //!
 //! The prereq callback is how the backend knows two things libcurl keeps to
@@ -146,8 +150,9 @@ pub(crate) fn forbid_reuse(raw: *mut curl_sys::CURL) {
     }
 }
 
-/// A `curl_slist` of header lines as bytes, for values curl-rust's `List`
-/// cannot hold. It must outlive the transfers of the easy handle it is set
+/// A `curl_slist` of header lines as bytes: curl-rust's `List` takes UTF-8
+/// only (a field value may carry obs-text) and copies each line twice on
+/// the way. It must outlive the transfers of the easy handle it is set
 /// on, which is why the transfer's handler owns it.
 #[derive(Debug)]
 pub(crate) struct RawList(*mut curl_sys::curl_slist);
@@ -157,20 +162,36 @@ pub(crate) struct RawList(*mut curl_sys::curl_slist);
 unsafe impl Send for RawList {}
 
 impl RawList {
-    /// Builds the list; `None` if a line holds a NUL (never the case for
-    /// header lines handle-api validated) or libcurl is out of memory.
-    pub(crate) fn new(lines: &[Vec<u8>]) -> Option<RawList> {
-        let mut list = RawList(std::ptr::null_mut());
-        for line in lines {
-            let c = std::ffi::CString::new(line.clone()).ok()?;
-            // SAFETY: `c` is a valid C string; libcurl copies it.
-            let next = unsafe { curl_sys::curl_slist_append(list.0, c.as_ptr()) };
-            if next.is_null() {
-                return None;
-            }
-            list.0 = next;
+    /// A list with no lines yet.
+    pub(crate) fn empty() -> RawList {
+        RawList(std::ptr::null_mut())
+    }
+
+    /// Appends `line` (without NUL); false if it holds a NUL (never the
+    /// case for header lines handle-api validated) or libcurl is out of
+    /// memory.
+    pub(crate) fn push(&mut self, line: &[u8]) -> bool {
+        // Most lines fit on the stack; libcurl copies the line anyway.
+        let mut small = [0u8; 256];
+        let mut large = Vec::new();
+        let buf: &mut [u8] = if line.len() < small.len() {
+            &mut small[..=line.len()]
+        } else {
+            large.resize(line.len() + 1, 0);
+            &mut large
+        };
+        buf[..line.len()].copy_from_slice(line);
+        buf[line.len()] = 0;
+        let Ok(c) = std::ffi::CStr::from_bytes_with_nul(buf) else {
+            return false;
+        };
+        // SAFETY: `c` is a valid C string; libcurl copies it.
+        let next = unsafe { curl_sys::curl_slist_append(self.0, c.as_ptr()) };
+        if next.is_null() {
+            return false;
         }
-        Some(list)
+        self.0 = next;
+        true
     }
 
     /// Sets the list as CURLOPT_HTTPHEADER of the easy handle `raw`.
@@ -252,6 +273,66 @@ pub(crate) fn separate_proxy_headers(raw: *mut curl_sys::CURL) -> Result<(), cur
     Ok(())
 }
 
+/// CURLOPT_RESOLVE back to no list (curl-rust only sets lists). Entries an
+/// earlier list added stay in the multi's DNS cache, as they would with a
+/// new handle.
+pub(crate) fn clear_resolve(raw: *mut curl_sys::CURL) -> Result<(), curl::Error> {
+    // SAFETY: CURLOPT_RESOLVE takes a `curl_slist *`; NULL means none.
+    let rc = unsafe {
+        curl_sys::curl_easy_setopt(
+            raw,
+            curl_sys::CURLOPT_RESOLVE,
+            std::ptr::null_mut::<curl_sys::curl_slist>(),
+        )
+    };
+    if rc != curl_sys::CURLE_OK {
+        return Err(curl::Error::new(rc));
+    }
+    Ok(())
+}
+
+/// Puts CURLOPT_CUSTOMREQUEST (to none), CURLOPT_POSTFIELDSIZE_LARGE and
+/// CURLOPT_INFILESIZE_LARGE (to -1, unknown) back to libcurl's defaults,
+/// which curl-rust cannot express, before a reused handle gets its method.
+pub(crate) fn clear_method_options(raw: *mut curl_sys::CURL) -> Result<(), curl::Error> {
+    // SAFETY: CUSTOMREQUEST takes a C string (NULL: none); the two sizes
+    // take a curl_off_t, for which -1 is the documented default.
+    unsafe {
+        let rc = curl_sys::curl_easy_setopt(
+            raw,
+            curl_sys::CURLOPT_CUSTOMREQUEST,
+            std::ptr::null::<c_char>(),
+        );
+        if rc != curl_sys::CURLE_OK {
+            return Err(curl::Error::new(rc));
+        }
+        for option in [
+            curl_sys::CURLOPT_POSTFIELDSIZE_LARGE,
+            curl_sys::CURLOPT_INFILESIZE_LARGE,
+        ] {
+            let rc = curl_sys::curl_easy_setopt(raw, option, -1 as curl_sys::curl_off_t);
+            if rc != curl_sys::CURLE_OK {
+                return Err(curl::Error::new(rc));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Detaches CURLOPT_HTTPHEADER from the easy handle (NULL list), so the
+/// list an exchange lent libcurl can be freed while the handle waits for
+/// its next exchange.
+pub(crate) fn clear_http_headers(raw: *mut curl_sys::CURL) {
+    // SAFETY: CURLOPT_HTTPHEADER takes a `curl_slist *`; NULL means none.
+    unsafe {
+        let _ = curl_sys::curl_easy_setopt(
+            raw,
+            curl_sys::CURLOPT_HTTPHEADER,
+            std::ptr::null_mut::<curl_sys::curl_slist>(),
+        );
+    }
+}
+
 /// A long-valued `curl_easy_getinfo` item; `None` if libcurl has none.
 pub(crate) fn long_info(raw: *mut curl_sys::CURL, info: curl_sys::CURLINFO) -> Option<i64> {
     let mut value: c_long = 0;
@@ -262,6 +343,60 @@ pub(crate) fn long_info(raw: *mut curl_sys::CURL, info: curl_sys::CURLINFO) -> O
     #[allow(clippy::useless_conversion)]
     let value = i64::from(value);
     (rc == curl_sys::CURLE_OK).then_some(value)
+}
+
+/// A double-valued `curl_easy_getinfo` item (the transfer's phase times,
+/// in seconds); `None` if libcurl has none.
+pub(crate) fn double_info(raw: *mut curl_sys::CURL, info: curl_sys::CURLINFO) -> Option<f64> {
+    let mut value: f64 = 0.0;
+    // SAFETY: `raw` is a live easy handle and `info` a CURLINFO_DOUBLE item,
+    // which writes one double.
+    let rc = unsafe { curl_sys::curl_easy_getinfo(raw, info, &mut value as *mut f64) };
+    (rc == curl_sys::CURLE_OK).then_some(value)
+}
+
+/// A string-valued `curl_easy_getinfo` item, copied; `None` if libcurl has
+/// none or it is not UTF-8.
+pub(crate) fn string_info(raw: *mut curl_sys::CURL, info: curl_sys::CURLINFO) -> Option<String> {
+    let mut value: *const c_char = std::ptr::null();
+    // SAFETY: `raw` is a live easy handle and `info` a CURLINFO_STRING item,
+    // which writes a pointer to a C string libcurl owns (or NULL).
+    let rc = unsafe { curl_sys::curl_easy_getinfo(raw, info, &mut value as *mut *const c_char) };
+    if rc != curl_sys::CURLE_OK || value.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL, NUL-terminated, valid until the next transfer of
+    // the handle; copied out at once.
+    let text = unsafe { std::ffi::CStr::from_ptr(value) };
+    text.to_str().ok().map(str::to_owned)
+}
+
+/// Pauses receiving on the easy handle `raw` (`curl_easy_pause` with
+/// CURLPAUSE_RECV), from inside its own write callback: the bytes of the
+/// current call were taken, and libcurl calls the write callback again only
+/// after `unpause_write`. Unlike returning CURL_WRITEFUNC_PAUSE, nothing is
+/// handed back for libcurl to buffer and replay. Sending is left running
+/// (the upload reader never pauses). False if libcurl refused.
+pub(crate) fn pause_receive(raw: *mut curl_sys::CURL) -> bool {
+    // SAFETY: `raw` is the live easy handle whose callback is running;
+    // libcurl allows curl_easy_pause from within its callbacks.
+    let rc = unsafe { curl_sys::curl_easy_pause(raw, curl_sys::CURLPAUSE_RECV) };
+    rc == curl_sys::CURLE_OK
+}
+
+/// An easy handle's raw pointer, kept by its own handler so the callbacks
+/// can query and pause the transfer they run for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawEasy(pub(crate) *mut curl_sys::CURL);
+
+// SAFETY: only a handle to the easy handle that owns the handler holding
+// it; dereferenced (by libcurl) only on the driver thread that owns both.
+unsafe impl Send for RawEasy {}
+
+impl Default for RawEasy {
+    fn default() -> Self {
+        RawEasy(std::ptr::null_mut())
+    }
 }
 
 /// Makes OpenSSL fail the handshake itself when the server's chain does not

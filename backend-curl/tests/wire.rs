@@ -638,6 +638,94 @@ fn name_mapped_to_no_address_is_dns() {
     assert_eq!(h.response_blocking().unwrap_err().kind(), ErrorKind::Dns);
 }
 
+/// The driver reuses the easy handle of a finished exchange for the next
+/// one, setting again only what differs between exchanges: nothing of one
+/// exchange (method, body framing, headers, timeouts) may reach the next.
+#[test]
+fn a_reused_easy_handle_carries_nothing_over() {
+    let server = keep_alive(|req| {
+        if req.target == "/slow" {
+            thread::sleep(Duration::from_millis(600));
+        }
+        if req.method == "HEAD" {
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec();
+        }
+        ok(&format!(
+            "{} {} cl={:?} te={:?} x-a={:?} expect={:?} body={}",
+            req.method,
+            req.target,
+            req.header("content-length"),
+            req.header("transfer-encoding"),
+            req.header("x-a"),
+            req.header("expect"),
+            req.body_len,
+        ))
+    });
+    let nam = server.nam();
+    let req = |m: &str, path: &str| ResourceRequest::builder(m, server.url(path));
+    let plain_get = "GET /get cl=None te=None x-a=None expect=None body=0";
+
+    // Each step follows loads that set options the step must not inherit.
+    let t = load_text(
+        &nam,
+        req("PUT", "/put")
+            .header("x-a", "1")
+            .body("abc")
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(
+        t,
+        "PUT /put cl=Some(\"3\") te=None x-a=Some(\"1\") expect=None body=3"
+    );
+    assert_eq!(
+        load_text(&nam, req("GET", "/get").build().unwrap()),
+        plain_get
+    );
+
+    let chunked = RequestBody::chunked(io::Cursor::new(vec![b'x'; 5000]));
+    let t = load_text(&nam, req("POST", "/post").body(chunked).build().unwrap());
+    assert_eq!(
+        t,
+        "POST /post cl=None te=Some(\"chunked\") x-a=None expect=None body=5000"
+    );
+    let t = load_text(&nam, req("DELETE", "/delete").build().unwrap());
+    assert_eq!(
+        t,
+        "DELETE /delete cl=None te=None x-a=None expect=None body=0"
+    );
+    let t = load_text(&nam, req("POST", "/post").body("posted").build().unwrap());
+    assert_eq!(
+        t,
+        "POST /post cl=Some(\"6\") te=None x-a=None expect=None body=6"
+    );
+    assert_eq!(
+        load_text(&nam, req("GET", "/get").build().unwrap()),
+        plain_get
+    );
+
+    // HEAD turns off the response body; the GET after it has one.
+    let mut h = nam.load(req("HEAD", "/head").build().unwrap());
+    assert_eq!(h.response_blocking().unwrap().status(), 200);
+    assert!(h.bytes_blocking().unwrap().is_empty());
+    assert_eq!(
+        load_text(&nam, req("GET", "/get").build().unwrap()),
+        plain_get
+    );
+
+    // A total timeout belongs to its request only.
+    let mut h = nam.load(
+        req("GET", "/slow")
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    );
+    let e = h.response_blocking().unwrap_err();
+    assert_eq!(e.timeout_phase(), Some(TimeoutPhase::Total), "{e:?}");
+    let t = load_text(&nam, req("GET", "/slow").build().unwrap());
+    assert_eq!(t, "GET /slow cl=None te=None x-a=None expect=None body=0");
+}
+
 #[test]
 fn total_timeout_is_timeout_total() {
     let server = Server::start(|stream| {

@@ -219,7 +219,7 @@ struct HeadLimit {
     /// Reading a head (from a request's first write to the blank line).
     in_head: bool,
     bytes: usize,
-    /// Bytes of the current line, CR not counted.
+    /// Nonzero once the current line has a byte other than CR.
     line: usize,
     /// The first three bytes of the head (the status code follows `HTTP/1.1 `).
     start: Vec<u8>,
@@ -244,32 +244,39 @@ impl HeadLimit {
     }
 
     /// Takes bytes just read; `Err` once the head is past the limit.
-    fn read(&mut self, data: &[u8]) -> Result<(), HeadTooLarge> {
-        for &b in data {
-            if !self.in_head {
-                return Ok(());
-            }
-            self.bytes += 1;
-            if self.bytes > self.max {
+    ///
+    /// Line by line rather than byte by byte: this runs on every read of
+    /// every HTTP/1.1 connection.
+    fn read(&mut self, mut data: &[u8]) -> Result<(), HeadTooLarge> {
+        while self.in_head && !data.is_empty() {
+            let newline = data.iter().position(|&b| b == b'\n');
+            // This line's bytes in `data`, its LF included when it is there.
+            let take = newline.map_or(data.len(), |i| i + 1);
+            if self.bytes + take > self.max {
                 return Err(HeadTooLarge(self.max));
             }
-            if self.start.len() < 12 {
-                self.start.push(b);
+            self.bytes += take;
+            let room = 12usize.saturating_sub(self.start.len());
+            self.start.extend_from_slice(&data[..take.min(room)]);
+            let text = &data[..newline.unwrap_or(data.len())];
+            if text.iter().any(|&b| b != b'\r') {
+                self.line += 1;
             }
-            match b {
-                b'\n' if self.line == 0 && self.bytes > 2 => {
-                    // The blank line: the head is complete. An interim 1xx
-                    // head is followed by another head, counted afresh.
-                    let interim = self.start.get(9) == Some(&b'1');
-                    if interim {
-                        self.request_started();
-                    } else {
-                        self.in_head = false;
-                    }
+            data = &data[take..];
+            if newline.is_none() {
+                break;
+            }
+            if self.line == 0 && self.bytes > 2 {
+                // The blank line: the head is complete. An interim 1xx
+                // head is followed by another head, counted afresh.
+                let interim = self.start.get(9) == Some(&b'1');
+                if interim {
+                    self.request_started();
+                } else {
+                    self.in_head = false;
                 }
-                b'\n' => self.line = 0,
-                b'\r' => {}
-                _ => self.line += 1,
+            } else {
+                self.line = 0;
             }
         }
         Ok(())
@@ -483,5 +490,90 @@ mod tests {
             &[b"HTTP/1.1 200 OK\n\nmore than twenty bytes of body"]
         )
         .is_ok());
+    }
+
+    /// The byte-at-a-time definition `HeadLimit::read` must agree with:
+    /// whether it fails, and where it stands after each piece.
+    struct Oracle {
+        max: usize,
+        in_head: bool,
+        bytes: usize,
+        line: usize,
+        start: Vec<u8>,
+    }
+
+    impl Oracle {
+        fn read(&mut self, data: &[u8]) -> bool {
+            for &b in data {
+                if !self.in_head {
+                    return true;
+                }
+                self.bytes += 1;
+                if self.bytes > self.max {
+                    return false;
+                }
+                if self.start.len() < 12 {
+                    self.start.push(b);
+                }
+                match b {
+                    b'\n' if self.line == 0 && self.bytes > 2 => {
+                        if self.start.get(9) == Some(&b'1') {
+                            self.bytes = 0;
+                            self.line = 0;
+                            self.start.clear();
+                        } else {
+                            self.in_head = false;
+                        }
+                    }
+                    b'\n' => self.line = 0,
+                    b'\r' => {}
+                    _ => self.line += 1,
+                }
+            }
+            true
+        }
+    }
+
+    #[test]
+    fn head_limit_agrees_with_the_byte_at_a_time_definition() {
+        let alphabet: &[u8] = b"\r\n\r\nHTTP/1.1 100 200 Continue\r\nX: y\r\n\r\n\n\n";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let len = next(80);
+            let bytes: Vec<u8> = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();
+            let max = 1 + next(60);
+            let mut fast = HeadLimit::new(max);
+            fast.request_started();
+            let mut oracle = Oracle {
+                max,
+                in_head: true,
+                bytes: 0,
+                line: 0,
+                start: Vec::new(),
+            };
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let cut = 1 + next(rest.len());
+                let (piece, tail) = rest.split_at(cut);
+                rest = tail;
+                let ok = fast.read(piece).is_ok();
+                assert_eq!(ok, oracle.read(piece), "{bytes:?} max {max}");
+                if !ok {
+                    break;
+                }
+                assert_eq!(fast.in_head, oracle.in_head, "{bytes:?} max {max}");
+                if fast.in_head {
+                    assert_eq!(fast.bytes, oracle.bytes, "{bytes:?} max {max}");
+                    assert_eq!(fast.line == 0, oracle.line == 0, "{bytes:?} max {max}");
+                    assert_eq!(fast.start, oracle.start, "{bytes:?} max {max}");
+                }
+            }
+        }
     }
 }

@@ -27,12 +27,15 @@ use crate::conn::Activity;
 use crate::error::UploadAborted;
 use crate::pool::{Hop, Key, Mode, Origin, Via};
 
-/// Bytes read from an [`UploadBody`] at a time.
-const UPLOAD_PIECE: usize = 64 * 1024;
+/// Bytes read from an [`UploadBody`] at a time. Each piece crosses from the
+/// reading thread to the runtime, a wake-up when the runtime waits for it,
+/// so pieces are large: a quarter of what one load may buffer downwards
+/// ([`handle_api::BODY_BUFFER_BYTES`]).
+const UPLOAD_PIECE: usize = 256 * 1024;
 
-/// Pieces read ahead of the socket: with [`UPLOAD_PIECE`], at most 256 KiB of
-/// an upload of any size sits in memory here.
-const UPLOAD_QUEUE: usize = 4;
+/// Pieces read ahead of the socket: with [`UPLOAD_PIECE`], at most 768 KiB of
+/// an upload of any size waits here (and one piece is being read).
+const UPLOAD_QUEUE: usize = 3;
 
 /// Where the upload reader leaves its `io::Error`, so the load can fail with
 /// it rather than with hyper's generic "body write aborted".
@@ -147,7 +150,7 @@ pub(crate) fn prepare(request: WireRequest, runtime: &Handle) -> Result<Prepared
         }
     };
     let key = Key { via, mode };
-    let target = Target::new(&request.url, &uri, &headers)?;
+    let target = Target::new(&uri, &headers)?;
 
     let resend = may_retry.then(|| Resend {
         method: request.method.clone(),
@@ -193,7 +196,7 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    fn new(url: &url::Url, full: &Uri, headers: &HeaderMap) -> Result<Target> {
+    fn new(full: &Uri, headers: &HeaderMap) -> Result<Target> {
         let origin_form = match full.path_and_query() {
             Some(p) => Uri::from(p.clone()),
             None => Uri::from_static("/"),
@@ -201,14 +204,11 @@ impl Target {
         let host = if headers.contains_key(HOST) {
             None
         } else {
-            // `host_str` brackets IPv6 literals; `port` is None for the
-            // scheme's default, which Host then leaves out.
-            let host = url.host_str().unwrap_or_default();
-            let value = match url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_owned(),
-            };
-            Some(HeaderValue::from_str(&value).map_err(|e| {
+            // The authority of the url without userinfo: the host as the url
+            // serialises it (IPv6 literals bracketed) and the port unless it
+            // is the scheme's default, which Host then leaves out.
+            let authority = full.authority().map(|a| a.as_str()).unwrap_or_default();
+            Some(HeaderValue::from_str(authority).map_err(|e| {
                 Error::new(
                     ErrorKind::InvalidRequest,
                     format!("the host cannot be a Host header: {e}"),
@@ -274,18 +274,25 @@ impl Resend {
 /// The url as an `http::Uri`, without userinfo and fragment: credentials
 /// travel in headers that handle-api writes, never in the request target.
 fn uri(url: &url::Url) -> Result<Uri> {
+    let parse = |s: &str| {
+        s.parse::<Uri>().map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidRequest,
+                format!("hyper cannot send this url: {e}"),
+            )
+            .with_source(e)
+        })
+    };
+    if url.username().is_empty() && url.password().is_none() && url.fragment().is_none() {
+        // The common case, without a copy of the url re-serialised three times.
+        return parse(url.as_str());
+    }
     let mut url = url.clone();
     // Neither can fail for an http url with a host, which was checked above.
     let _ = url.set_username("");
     let _ = url.set_password(None);
     url.set_fragment(None);
-    url.as_str().parse::<Uri>().map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidRequest,
-            format!("hyper cannot send this url: {e}"),
-        )
-        .with_source(e)
-    })
+    parse(url.as_str())
 }
 
 /// The request body as hyper pulls it.
@@ -451,14 +458,21 @@ fn pump(
         failure.set(e);
         let _ = tx.blocking_send(Err(UploadAborted));
     };
+    // Pieces are cut from one buffer that is taken back whole once hyper
+    // has dropped every piece cut from it (`BytesMut` reclaims a buffer it
+    // alone holds), so a long upload reuses the same memory instead of
+    // handing the allocator a fresh piece, and the kernel fresh pages, for
+    // every read.
+    let mut buf = BytesMut::with_capacity(UPLOAD_PIECE * (UPLOAD_QUEUE + 1));
     loop {
-        let mut piece = BytesMut::zeroed(UPLOAD_PIECE);
-        let n = match read(&mut upload, &mut piece) {
+        buf.resize(UPLOAD_PIECE, 0);
+        let n = match read(&mut upload, &mut buf) {
             Ok(0) => return,
             Ok(n) => n,
             Err(e) => return fail(e),
         };
-        piece.truncate(n);
+        buf.truncate(n);
+        let piece = buf.split();
         let last = len == Some(upload.sent());
         if last {
             // hyper stops polling once Content-Length bytes went out, so a
@@ -479,6 +493,45 @@ fn read(upload: &mut UploadBody, buf: &mut [u8]) -> io::Result<usize> {
         match upload.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Host value as the url crate spells the host and port.
+    fn host_of(url: &str) -> String {
+        let url = url::Url::parse(url).unwrap();
+        let host = url.host_str().unwrap().to_owned();
+        match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        }
+    }
+
+    #[test]
+    fn host_header_and_target_follow_the_url() {
+        for url in [
+            "http://example.test/a?b=c#frag",
+            "http://Example.TEST:80/",
+            "http://example.test:8080/x",
+            "https://example.test:443/",
+            "https://user:pw@example.test:8443/p",
+            "http://127.0.0.1:5000/",
+            "http://[::1]:8080/",
+            "http://[::1]/",
+            "http://xn--bcher-kva.test/",
+            "http://b\u{fc}cher.test:81/",
+        ] {
+            let parsed = url::Url::parse(url).unwrap();
+            let full = uri(&parsed).unwrap();
+            let target = Target::new(&full, &HeaderMap::new()).unwrap();
+            let host = target.host.unwrap();
+            assert_eq!(host.to_str().unwrap(), host_of(url), "{url}");
+            assert!(!full.to_string().contains('#'), "{url}");
+            assert!(!full.to_string().contains('@'), "{url}");
         }
     }
 }

@@ -116,9 +116,15 @@ impl ResourceHandleManager for HyperHandleManager {
         match convert::prepare(request, &self.handle) {
             // `Handle::spawn` neither blocks nor needs the caller to be in
             // any runtime, which is what makes `start` safe from anywhere.
+            // Boxed, so that tokio moves a pointer where it would otherwise
+            // copy the whole exchange in and out of the task each time.
             Ok(prepared) => {
-                self.handle
-                    .spawn(driver::run(self.pool.clone(), self.limits, prepared, sink));
+                self.handle.spawn(Box::pin(driver::run(
+                    self.pool.clone(),
+                    self.limits,
+                    prepared,
+                    sink,
+                )));
             }
             Err(e) => sink.fail(e),
         }

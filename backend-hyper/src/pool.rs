@@ -41,6 +41,9 @@ use crate::driver::RuntimeExecutor;
 /// for a head limit larger than it, so the head always fits.
 const DEFAULT_READ_BUFFER: usize = 8192 + 4096 * 100;
 
+/// The header fields hyper allows in a response head unless told otherwise.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// What a connection offers beyond HTTP/1.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Mode {
@@ -307,10 +310,15 @@ impl Pool {
             // to the byte (hyper's own bound is its read buffer, which a read
             // may overfill), so the buffer only has to be large enough.
             .max_buf_size(config.max_response_head_bytes.max(DEFAULT_READ_BUFFER))
-            .max_headers(config.max_response_headers)
             // RFC 9112 §5.2: a user agent unfolds obs-fold instead of failing;
             // the driver turns hyper's raw continuation into spaces.
             .allow_obsolete_multiline_headers_in_responses(true);
+        // hyper's own limit is the same number of fields; only an explicit
+        // one (even an equal one) makes hyper fill a fresh header array
+        // element by element for every head it parses.
+        if config.max_response_headers != HYPER_MAX_HEADERS {
+            h1.max_headers(config.max_response_headers);
+        }
         let mut h2 = http2::Builder::new(RuntimeExecutor(runtime.clone()));
         h2.timer(TokioTimer::new())
             // The head limits are checked on each decoded head (see the
@@ -359,10 +367,13 @@ impl Pool {
             }
             notified.await;
         };
-        let made = async {
+        // Boxed: connecting (TCP, proxy, TLS, handshake) is a large future,
+        // and inline it would make every exchange's task that large, also
+        // the many that find a pooled connection.
+        let made = Box::pin(async {
             let established = self.connector.connect(key).await?;
             self.handshake(key, established, slot).await
-        };
+        });
         let pooled = match connect_timeout {
             Some(t) => tokio::time::timeout(t, made)
                 .await

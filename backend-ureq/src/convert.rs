@@ -17,8 +17,12 @@ use ureq::{Agent, SendBody};
 use crate::error::UploadError;
 use crate::transport::Watch;
 
-/// Bytes ureq reads from the socket at a time.
-const INPUT_BUFFER: usize = 128 * 1024;
+/// Bytes ureq reads from the socket at a time: a body that arrives faster
+/// than it is taken comes in pieces up to this large, with one wake-up of
+/// the application per piece (see `driver.rs`). Only the pages a read
+/// touches are resident, so a pooled connection that carried small
+/// responses costs far less than this.
+const INPUT_BUFFER: usize = 256 * 1024;
 /// The most header fields ureq-proto parses (its MAX_RESPONSE_HEADERS).
 pub(crate) const MAX_FIELDS: usize = 128;
 /// Idle connections kept over all hosts (ureq's default of 10 is too few for 6 per host).

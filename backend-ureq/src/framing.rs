@@ -20,6 +20,57 @@
 //!   trusted (Transfer-Encoding with Content-Length) or bytes follow the end
 //!   of the body.
 
+/// Where the filter writes what ureq should see.
+pub(crate) trait Output {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Output for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Output into a fixed buffer (ureq's), and what does not fit into a
+/// vector behind it: one copy from the socket's bytes to ureq's buffer
+/// instead of two.
+pub(crate) struct Spill<'a> {
+    buf: &'a mut [u8],
+    filled: usize,
+    rest: &'a mut Vec<u8>,
+}
+
+impl<'a> Spill<'a> {
+    /// While `rest` holds bytes, everything goes behind them, so no byte
+    /// ever overtakes another.
+    pub(crate) fn new(buf: &'a mut [u8], rest: &'a mut Vec<u8>) -> Self {
+        Spill {
+            buf,
+            filled: 0,
+            rest,
+        }
+    }
+
+    /// Bytes written into the buffer.
+    pub(crate) fn filled(&self) -> usize {
+        self.filled
+    }
+}
+
+impl Output for Spill<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let fit = if self.rest.is_empty() {
+            bytes.len().min(self.buf.len() - self.filled)
+        } else {
+            0
+        };
+        self.buf[self.filled..self.filled + fit].copy_from_slice(&bytes[..fit]);
+        self.filled += fit;
+        self.rest.extend_from_slice(&bytes[fit..]);
+    }
+}
+
 /// Why a response was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -91,24 +142,39 @@ impl ResponseFilter {
         self.bodyless = bodyless;
     }
 
+    /// True while bytes pass unchanged (a Content-Length or close-delimited
+    /// body): the transport may then read straight into ureq's buffer.
+    ///
+    /// A chunk's data passes unchanged too, but reading it apart from its
+    /// framing splits the socket reads at every chunk (more reads, and a
+    /// wake of the application per read): measured slower than the copy.
+    pub(crate) fn passes_through(&self) -> bool {
+        matches!(self.state, State::Passthrough)
+    }
+
+    /// True while a head is expected or being collected.
+    pub(crate) fn in_head(&self) -> bool {
+        matches!(self.state, State::Head)
+    }
+
     /// False once the connection must not carry another request.
     pub(crate) fn reusable(&self) -> bool {
         self.reusable
     }
 
     /// Takes bytes read from the socket and appends what ureq should see to `out`.
-    pub(crate) fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
+    pub(crate) fn feed(&mut self, mut input: &[u8], out: &mut impl Output) -> Result<(), Refusal> {
         while !input.is_empty() {
             match &mut self.state {
                 State::Idle | State::Passthrough => {
-                    out.extend_from_slice(input);
+                    out.put(input);
                     return Ok(());
                 }
                 State::Done => {
                     // Bytes after the end of the body: the connection's
                     // framing can no longer be trusted.
                     self.reusable = false;
-                    out.extend_from_slice(input);
+                    out.put(input);
                     return Ok(());
                 }
                 State::Head => input = self.head_bytes(input, out)?,
@@ -126,25 +192,48 @@ impl ResponseFilter {
         }
     }
 
-    fn head_bytes<'a>(&mut self, input: &'a [u8], out: &mut Vec<u8>) -> Result<&'a [u8], Refusal> {
-        for (i, &b) in input.iter().enumerate() {
-            self.head.push(b);
-            if self.head.len() > self.max_head {
-                return Err(Refusal::Limit(format!(
-                    "the response head is larger than the limit of {} bytes",
-                    self.max_head
-                )));
-            }
-            if b == b'\n' && (self.head.ends_with(b"\n\n") || self.head.ends_with(b"\n\r\n")) {
+    fn head_bytes<'a>(
+        &mut self,
+        input: &'a [u8],
+        out: &mut impl Output,
+    ) -> Result<&'a [u8], Refusal> {
+        let too_large = || {
+            Refusal::Limit(format!(
+                "the response head is larger than the limit of {} bytes",
+                self.max_head
+            ))
+        };
+        // One pass over the new bytes rather than a push per byte. The blank
+        // line may start in the bytes already held (they hold none whole).
+        let held = self.head.len();
+        // At most one byte past the limit is needed to know it is broken.
+        let room = self.max_head.saturating_sub(held).saturating_add(1);
+        let take = input.len().min(room);
+        let tail = &self.head[held.saturating_sub(2)..];
+        let straddling = match &input[..take] {
+            [b'\n', ..] if tail.ends_with(b"\n") || tail.ends_with(b"\n\r") => Some(1),
+            [b'\r', b'\n', ..] if tail.ends_with(b"\n") => Some(2),
+            _ => None,
+        };
+        match straddling.or_else(|| head_terminator(&input[..take])) {
+            Some(used) => {
+                if held + used > self.max_head {
+                    return Err(too_large());
+                }
+                self.head.extend_from_slice(&input[..used]);
                 let head = std::mem::take(&mut self.head);
                 self.head_done(head, out)?;
-                return Ok(&input[i + 1..]);
+                Ok(&input[used..])
+            }
+            None if held + take > self.max_head => Err(too_large()),
+            None => {
+                self.head.extend_from_slice(&input[..take]);
+                Ok(&input[take..])
             }
         }
-        Ok(&[])
     }
 
-    fn head_done(&mut self, head: Vec<u8>, out: &mut Vec<u8>) -> Result<(), Refusal> {
+    fn head_done(&mut self, head: Vec<u8>, out: &mut impl Output) -> Result<(), Refusal> {
         let lines: Vec<&[u8]> = head
             .split(|&b| b == b'\n')
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
@@ -152,7 +241,7 @@ impl ResponseFilter {
         let status = lines.first().and_then(|l| status_code(l));
         let Some(status) = status else {
             // Not a status line ureq would take either: it reports the error.
-            out.extend_from_slice(&head);
+            out.put(&head);
             self.state = State::Passthrough;
             return Ok(());
         };
@@ -195,8 +284,8 @@ impl ResponseFilter {
             self.reusable = false;
         }
         if folded {
-            out.extend_from_slice(lines[0]);
-            out.extend_from_slice(b"\r\n");
+            out.put(lines[0]);
+            out.put(b"\r\n");
             let mut current: Vec<u8> = Vec::new();
             for l in fields {
                 if l.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
@@ -213,19 +302,19 @@ impl ResponseFilter {
                     current.extend_from_slice(trim(l));
                 } else {
                     if !current.is_empty() {
-                        out.extend_from_slice(&current);
-                        out.extend_from_slice(b"\r\n");
+                        out.put(&current);
+                        out.put(b"\r\n");
                     }
                     current = l.to_vec();
                 }
             }
             if !current.is_empty() {
-                out.extend_from_slice(&current);
-                out.extend_from_slice(b"\r\n");
+                out.put(&current);
+                out.put(b"\r\n");
             }
-            out.extend_from_slice(b"\r\n");
+            out.put(b"\r\n");
         } else {
-            out.extend_from_slice(&head);
+            out.put(&head);
         }
         let no_body = self.bodyless || status == 204 || status == 304;
         self.state = if chunked && !no_body {
@@ -236,7 +325,11 @@ impl ResponseFilter {
         Ok(())
     }
 
-    fn chunk_bytes<'a>(&mut self, input: &'a [u8], out: &mut Vec<u8>) -> Result<&'a [u8], Refusal> {
+    fn chunk_bytes<'a>(
+        &mut self,
+        input: &'a [u8],
+        out: &mut impl Output,
+    ) -> Result<&'a [u8], Refusal> {
         let State::Chunked(chunk) = &mut self.state else {
             return Ok(input);
         };
@@ -249,7 +342,7 @@ impl ResponseFilter {
                     }
                     if b == b'\n' {
                         let size = chunk_size(line)?;
-                        out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+                        out.put(format!("{size:x}\r\n").as_bytes());
                         *chunk = if size == 0 {
                             Chunk::Trailers(Vec::new(), 0)
                         } else {
@@ -264,7 +357,7 @@ impl ResponseFilter {
                 let n = usize::try_from(*left)
                     .unwrap_or(usize::MAX)
                     .min(input.len());
-                out.extend_from_slice(&input[..n]);
+                out.put(&input[..n]);
                 *left -= n as u64;
                 if *left == 0 {
                     *chunk = Chunk::DataEnd(false);
@@ -276,7 +369,7 @@ impl ResponseFilter {
                 match (b, *cr_seen) {
                     (b'\r', false) => *chunk = Chunk::DataEnd(true),
                     (b'\n', true) => {
-                        out.extend_from_slice(b"\r\n");
+                        out.put(b"\r\n");
                         *chunk = Chunk::Size(Vec::new());
                     }
                     _ => return Err(protocol("a chunk's data is not followed by CRLF")),
@@ -298,7 +391,7 @@ impl ResponseFilter {
                         line.clear();
                         if blank {
                             // Trailers are not part of the contract's response.
-                            out.extend_from_slice(b"\r\n");
+                            out.put(b"\r\n");
                             self.state = State::Done;
                             return Ok(&input[i + 1..]);
                         }
@@ -308,6 +401,21 @@ impl ResponseFilter {
             }
         }
     }
+}
+
+/// The length of `buf` through the first LF LF or LF CR LF (the blank line
+/// that ends a head), if it holds one.
+fn head_terminator(buf: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(nl) = buf[at..].iter().position(|&b| b == b'\n') {
+        let after = at + nl + 1;
+        match buf.get(after..) {
+            Some([b'\n', ..]) => return Some(after + 1),
+            Some([b'\r', b'\n', ..]) => return Some(after + 2),
+            _ => at = after,
+        }
+    }
+    None
 }
 
 fn protocol(msg: &str) -> Refusal {
@@ -372,6 +480,65 @@ mod tests {
         let mut f = ResponseFilter::new(1024, 10);
         f.request_started(false);
         f
+    }
+
+    #[test]
+    fn heads_end_wherever_the_reads_split_them() {
+        let responses: [&[u8]; 4] = [
+            b"HTTP/1.1 200 OK\r\nA: b\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\nA: b\nContent-Length: 2\n\nok",
+            b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nok",
+            b"HTTP/1.1 103 Early\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ];
+        for whole in responses {
+            let expected = run(&mut filter(), &[whole]).unwrap();
+            for size in 1..whole.len() {
+                let parts: Vec<&[u8]> = whole.chunks(size).collect();
+                assert_eq!(run(&mut filter(), &parts).unwrap(), expected, "{size}");
+            }
+        }
+    }
+
+    #[test]
+    fn spilled_output_keeps_every_byte_in_order() {
+        let response: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\n\r\n";
+        let expected = run(&mut filter(), &[response]).unwrap();
+        for room in [0, 1, 10, expected.len(), expected.len() + 5] {
+            let mut f = filter();
+            let mut buf = vec![0u8; room];
+            let mut rest = Vec::new();
+            let mut got = Vec::new();
+            for part in response.chunks(7) {
+                let mut out = Spill::new(&mut buf, &mut rest);
+                f.feed(part, &mut out).unwrap();
+                let filled = out.filled();
+                got.extend_from_slice(&buf[..filled]);
+                // Once bytes wait behind, nothing more goes into the buffer
+                // until they are taken, as the transport does.
+                if !rest.is_empty() {
+                    got.append(&mut rest);
+                }
+            }
+            assert_eq!(got, expected, "{room}");
+        }
+    }
+
+    #[test]
+    fn the_head_limit_is_exact_to_the_byte() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        for size in [1, 3, head.len()] {
+            let parts: Vec<&[u8]> = head.chunks(size).collect();
+            let mut f = ResponseFilter::new(head.len(), 10);
+            f.request_started(false);
+            assert!(run(&mut f, &parts).is_ok(), "{size}");
+            let mut f = ResponseFilter::new(head.len() - 1, 10);
+            f.request_started(false);
+            assert!(
+                matches!(run(&mut f, &parts), Err(Refusal::Limit(_))),
+                "{size}"
+            );
+        }
     }
 
     #[test]

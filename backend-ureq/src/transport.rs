@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use handle_api::{HostOverrides, LoadTiming, Proxy, ProxyScheme, Resolution};
-use rustls::{ClientConfig, ClientConnection};
+use rustls::ClientConnection;
 use ureq::config::Config;
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
@@ -43,12 +43,14 @@ use crate::error::{
     CancelledIo, ConnectError, ConnectionBroken, FilterRefusal, ProxyFailure, ResolveError,
     TlsFailure,
 };
-use crate::framing::ResponseFilter;
+use crate::framing::{ResponseFilter, Spill};
 use crate::proxy::{self, SocksTarget};
 use crate::tls;
 
 /// The shortest attempt given to one address when several share a budget.
 const MIN_ATTEMPT: Duration = Duration::from_millis(10);
+/// The most read through the staging buffer while a head is expected.
+const HEAD_READ: usize = 16 * 1024;
 /// Response-head bytes kept to find the reason phrase; a longer head goes without.
 const HEAD_CAPTURE: usize = 64 * 1024;
 
@@ -451,7 +453,7 @@ impl Resolver for OverrideResolver {
 #[derive(Debug)]
 pub(crate) struct WatchedConnector {
     proxy: Option<Proxy>,
-    tls: Arc<ClientConfig>,
+    tls: crate::tls::TlsSetup,
     /// Resolves the proxy's own name, through the host overrides too.
     proxy_resolver: OverrideResolver,
 }
@@ -459,7 +461,7 @@ pub(crate) struct WatchedConnector {
 impl WatchedConnector {
     pub(crate) fn new(
         proxy: Option<Proxy>,
-        tls: Arc<ClientConfig>,
+        tls: crate::tls::TlsSetup,
         overrides: HostOverrides,
     ) -> Self {
         WatchedConnector {
@@ -705,6 +707,7 @@ impl Connector<()> for WatchedConnector {
             pending: Vec::new(),
             staging: Vec::new(),
             reading: true,
+            probe_due: false,
             deferred: None,
         }))
     }
@@ -789,6 +792,9 @@ pub(crate) struct WatchedTransport {
     staging: Vec<u8>,
     /// The last I/O was a read (so the next write starts a request).
     reading: bool,
+    /// The next `is_open` probes the socket: false right after an exchange
+    /// used the connection, when ureq asks only to pool it.
+    probe_due: bool,
     /// A refusal held back until ureq has taken what came before it.
     deferred: Option<crate::framing::Refusal>,
 }
@@ -841,6 +847,7 @@ impl Transport for WatchedTransport {
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         self.attach()?;
+        self.probe_due = false;
         if std::mem::replace(&mut self.reading, false) {
             // The first write after a response starts the next request.
             let n = self.socket.requests.fetch_add(1, Ordering::SeqCst) + 1;
@@ -882,6 +889,7 @@ impl Transport for WatchedTransport {
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
         self.attach()?;
         self.reading = true;
+        self.probe_due = false;
         if self.deliver_pending() {
             return Ok(true);
         }
@@ -916,9 +924,45 @@ impl Transport for WatchedTransport {
                 self.socket.stream.set_read_timeout(wait)?;
                 self.read_timeout = wait;
             }
-            let room = self.buffers.input_append_buf().len().max(1);
-            self.staging.resize(room, 0);
-            match receive(&mut self.tls, &self.socket.stream, &mut self.staging) {
+            // The read may block: what the exchange queued for the
+            // application without waking it must not wait for the network.
+            crate::driver::flush_wakes();
+            let direct = self.pending.is_empty()
+                && self.deferred.is_none()
+                && self.filter.passes_through()
+                && !self.buffers.input_append_buf().is_empty();
+            let got = if direct {
+                // Body bytes the filter would pass unchanged go straight
+                // into ureq's buffer, without the staging copy.
+                let buf = self.buffers.input_append_buf();
+                match receive(&mut self.tls, &self.socket.stream, buf) {
+                    Ok(n) if n > 0 => {
+                        with_current(|w| w.record_read(&buf[..n]));
+                        self.buffers.input_appended(n);
+                        return Ok(true);
+                    }
+                    other => other,
+                }
+            } else {
+                let mut room = self.buffers.input_append_buf().len().max(1);
+                if self.filter.in_head() {
+                    // A head is small; the body behind it is read straight
+                    // into ureq's buffer next, so staging stays small for
+                    // connections that carry no chunked body.
+                    room = room.min(HEAD_READ);
+                }
+                if self.staging.len() < room {
+                    // Grown once to the buffer's size, never shrunk: a
+                    // resize per read would zero the bytes again each time.
+                    self.staging.resize(room, 0);
+                }
+                receive(
+                    &mut self.tls,
+                    &self.socket.stream,
+                    &mut self.staging[..room],
+                )
+            };
+            match got {
                 Ok(0) => {
                     self.filter
                         .eof()
@@ -929,18 +973,21 @@ impl Transport for WatchedTransport {
                     last_byte = Instant::now();
                     let raw = &self.staging[..n];
                     with_current(|w| w.record_read(raw));
-                    let mut out = std::mem::take(&mut self.pending);
+                    // What the filter lets through goes into ureq's buffer;
+                    // only what does not fit waits in `pending`.
+                    let mut out = Spill::new(self.buffers.input_append_buf(), &mut self.pending);
                     let fed = self.filter.feed(raw, &mut out);
-                    self.pending = out;
+                    let filled = out.filled();
+                    self.buffers.input_appended(filled);
                     if let Err(r) = fed {
-                        if self.pending.is_empty() {
+                        if filled == 0 && self.pending.is_empty() {
                             return Err(ureq::Error::Io(io::Error::other(FilterRefusal(r))));
                         }
                         // What came before the fault (a head, say) is
                         // delivered first, as the other backends do.
                         self.deferred = Some(r);
                     }
-                    if self.deliver_pending() {
+                    if filled > 0 || self.deliver_pending() {
                         return Ok(true);
                     }
                 }
@@ -965,12 +1012,21 @@ impl Transport for WatchedTransport {
         // ureq asks before pooling a connection and before reusing it: either
         // way no exchange owns it now, so a late cancel must not touch it.
         self.socket.release_any();
-        self.filter.reusable()
-            && self.pending.is_empty()
-            && match &mut self.tls {
-                Some(conn) => tls::idle_ok(conn, &self.socket.stream).unwrap_or(false),
-                None => probe(&self.socket.stream).unwrap_or(false),
-            }
+        if !self.filter.reusable() || !self.pending.is_empty() {
+            return false;
+        }
+        // ureq asks twice per exchange: when the connection goes back to
+        // the pool and when it is taken out again. The second probe sees
+        // whatever the first would have (stray bytes, a close) and more, so
+        // the first is skipped: three syscalls less per request, and a
+        // connection is still never reused without a probe.
+        if !std::mem::replace(&mut self.probe_due, true) {
+            return true;
+        }
+        match &mut self.tls {
+            Some(conn) => tls::idle_ok(conn, &self.socket.stream).unwrap_or(false),
+            None => probe(&self.socket.stream).unwrap_or(false),
+        }
     }
 
     fn is_tls(&self) -> bool {

@@ -5,12 +5,29 @@
 //! [`BODY_BUFFER_BYTES`]: past that, the sink refuses more until the consumer
 //! catches up, which is how backpressure reaches the socket on every backend
 //! (an awaiting hyper task, a blocked ureq worker, a paused curl transfer).
+//!
+//! Waking the consumer is the expensive part of an event on a small load (a
+//! futex call and a context switch each time), so wakes are economised where
+//! that cannot change what the application sees:
+//!
+//! - Upload progress keeps only its latest value and wakes the consumer only
+//!   every [`UPLOAD_PROGRESS_WAKE_BYTES`] (or [`UPLOAD_PROGRESS_WAKE_INTERVAL`]
+//!   for a slow upload) and when the body is complete; the value waiting is
+//!   delivered on the next wake whatever causes it.
+//! - A backend may opt in to coalescing with [`ExchangeSink::defer_wakes`]:
+//!   the response head and body chunks are then queued without waking, and
+//!   [`ExchangeSink::flush_wakes`] wakes once for all of them (curl does at
+//!   the end of each pass over its multi handle). The terminal event, a
+//!   chunk that fills the buffer and a refused chunk always wake, so a
+//!   backend that forgets to flush is at worst slower, never stuck behind a
+//!   full buffer or a finished load.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use url::Url;
@@ -22,6 +39,19 @@ use crate::response::{ResourceResponse, ResponseHead};
 /// Body bytes a load may hold between the backend and the application.
 pub const BODY_BUFFER_BYTES: usize = 1 << 20;
 
+/// Upload bytes between two wakes of the consumer for upload progress alone.
+///
+/// Every read of a request body updates the progress; waking the
+/// application for each (a 64 or 256 KiB read at several GB/s) costs more
+/// than the upload. The latest value is always the one delivered. Larger
+/// than any backend's read, so a fast upload wakes once per this many bytes.
+pub(crate) const UPLOAD_PROGRESS_WAKE_BYTES: u64 = 1 << 20;
+
+/// Longest an application waiting for upload progress goes without it
+/// while bytes are being sent, so a slow upload still shows progress
+/// several times a second.
+pub(crate) const UPLOAD_PROGRESS_WAKE_INTERVAL: Duration = Duration::from_millis(50);
+
 pub(crate) type Callback = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
@@ -30,6 +60,9 @@ struct State {
     buffered: usize,
     /// Upload progress is coalesced: only the latest value waits for the consumer.
     upload: Option<(u64, Option<u64>)>,
+    /// The upload progress of the last wake it caused, and when.
+    upload_woken_at: u64,
+    upload_woken_when: Option<Instant>,
     responded: bool,
     terminal: bool,
     cancelled: bool,
@@ -50,18 +83,31 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, event: Event) {
+    /// Queues `event`; wakes the consumer unless `defer` (never deferred for
+    /// the terminal event). Returns whether a wake is owed.
+    fn push(&self, event: Event, defer: bool) -> bool {
         let waker = {
             let mut st = self.lock();
             if st.terminal {
-                return;
+                return false;
             }
-            if event.is_terminal() {
-                st.terminal = true;
-            }
+            let terminal = event.is_terminal();
+            st.terminal |= terminal;
             st.events.push_back(event);
+            if defer && !terminal {
+                return true;
+            }
             st.consumer.take()
         };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        false
+    }
+
+    /// Wakes the consumer if it waits (the end of a deferred batch).
+    fn wake_consumer(&self) {
+        let waker = self.lock().consumer.take();
         if let Some(w) = waker {
             w.wake();
         }
@@ -74,6 +120,19 @@ impl Shared {
                 return;
             }
             st.upload = Some((sent, total));
+            // The value is stored either way; only the wake is rationed, and
+            // the body's last byte always wakes so a finished upload shows.
+            let now = Instant::now();
+            let due = sent.saturating_sub(st.upload_woken_at) >= UPLOAD_PROGRESS_WAKE_BYTES
+                || total == Some(sent)
+                || st
+                    .upload_woken_when
+                    .is_none_or(|at| now.duration_since(at) >= UPLOAD_PROGRESS_WAKE_INTERVAL);
+            if !due {
+                return;
+            }
+            st.upload_woken_at = sent;
+            st.upload_woken_when = Some(now);
             st.consumer.take()
         };
         if let Some(w) = waker {
@@ -204,6 +263,10 @@ pub struct ExchangeSink {
     expected: Option<u64>,
     ended: bool,
     on_end: Option<Callback>,
+    /// Set by [`Self::defer_wakes`]: non-terminal events do not wake.
+    defer: bool,
+    /// An event was queued without waking since the last flush.
+    wake_owed: bool,
 }
 
 impl ExchangeSink {
@@ -219,6 +282,8 @@ impl ExchangeSink {
                 expected: None,
                 ended: false,
                 on_end: None,
+                defer: false,
+                wake_owed: false,
             },
             shared,
         )
@@ -243,7 +308,39 @@ impl ExchangeSink {
         let response = ResourceResponse::from_head(self.url.clone(), head);
         self.expected = response.expected_content_length();
         self.shared.lock().responded = true;
-        self.shared.push(Event::Response(response));
+        self.wake_owed |= self.shared.push(Event::Response(response), self.defer);
+    }
+
+    /// Opts this sink in to wake coalescing: from now on the response head
+    /// and body chunks are queued without waking the consumer, and the
+    /// backend calls [`flush_wakes`](Self::flush_wakes) when it is about to
+    /// wait (for the network, or at the end of a pass over its transfers),
+    /// so a head, its first chunks and the end cost the application one
+    /// wake-up instead of one each.
+    ///
+    /// What always wakes at once, deferred or not: [`finish`](Self::finish),
+    /// [`fail`](Self::fail) and dropping the sink; a chunk that fills the
+    /// buffer to [`BODY_BUFFER_BYTES`]; a chunk refused as
+    /// [`TryData::Full`] or a [`data`](Self::data) call that has to wait.
+    /// So forgetting a flush delays events until one of those, and can
+    /// never leave the backend waiting for room that the application was
+    /// not told to make. Event order is the same as without deferral.
+    pub fn defer_wakes(&mut self) {
+        self.defer = true;
+    }
+
+    /// Wakes the consumer for the events queued since the last wake, if
+    /// any (cheap when none are owed: no lock is taken). See
+    /// [`defer_wakes`](Self::defer_wakes).
+    pub fn flush_wakes(&mut self) {
+        if std::mem::take(&mut self.wake_owed) {
+            self.shared.wake_consumer();
+        }
+    }
+
+    /// True when events were queued without a wake since the last flush.
+    pub fn wakes_owed(&self) -> bool {
+        self.wake_owed
     }
 
     /// Reports upload progress (called by [`UploadBody`](crate::UploadBody) as it is read).
@@ -284,17 +381,39 @@ impl ExchangeSink {
             }
             debug_assert!(st.responded, "body data before the response head");
             if st.buffered >= BODY_BUFFER_BYTES {
+                // The backend will wait for room: the application must know
+                // there is something to take, whatever was deferred.
+                self.wake_owed = false;
+                let waker = st.consumer.take();
+                drop(st);
+                if let Some(w) = waker {
+                    w.wake();
+                }
                 return TryData::Full(chunk);
             }
             st.buffered += chunk.len();
             self.received += chunk.len() as u64;
             st.events.push_back(Event::Data(chunk));
+            if self.defer && st.buffered < BODY_BUFFER_BYTES {
+                self.wake_owed = true;
+                return TryData::Queued;
+            }
+            self.wake_owed = false;
             st.consumer.take()
         };
         if let Some(w) = waker {
             w.wake();
         }
         TryData::Queued
+    }
+
+    /// True while the buffer has room for another chunk, so an event-loop
+    /// backend can check before it copies a chunk that
+    /// [`try_data`](Self::try_data) would refuse. A cancelled load has room
+    /// (its `try_data` reports the cancel).
+    pub fn has_room(&self) -> bool {
+        let st = self.shared.lock();
+        st.cancelled || st.buffered < BODY_BUFFER_BYTES
     }
 
     /// Registers `f` to run once when the buffer has room again (or on cancel).
@@ -325,7 +444,8 @@ impl ExchangeSink {
     pub fn finish(mut self) {
         self.ended = true;
         self.release_slot();
-        self.shared.push(Event::Finished);
+        self.wake_owed = false;
+        self.shared.push(Event::Finished, false);
     }
 
     /// Gives the scheduler's slot back before the end is reported, so an
@@ -345,7 +465,8 @@ impl ExchangeSink {
         } else {
             error
         };
-        self.shared.push(Event::Failed(error));
+        self.wake_owed = false;
+        self.shared.push(Event::Failed(error), false);
     }
 }
 
@@ -353,13 +474,16 @@ impl Drop for ExchangeSink {
     fn drop(&mut self) {
         self.release_slot();
         if !self.ended {
-            self.shared.push(Event::Failed(
-                Error::new(
-                    ErrorKind::Io,
-                    "the backend dropped the exchange without ending it",
-                )
-                .with_url(&self.url),
-            ));
+            self.shared.push(
+                Event::Failed(
+                    Error::new(
+                        ErrorKind::Io,
+                        "the backend dropped the exchange without ending it",
+                    )
+                    .with_url(&self.url),
+                ),
+                false,
+            );
         }
         // However the exchange ended (finish and fail consume the sink, so
         // they end here too), its scheduler slot is free now.
@@ -410,5 +534,188 @@ impl Future for SendData<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{HeaderMap, StatusCode, Version};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    /// Counts its wakes.
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Consumer {
+        shared: Arc<Shared>,
+        counter: Arc<Counter>,
+        waker: Waker,
+    }
+
+    impl Consumer {
+        fn new(shared: Arc<Shared>) -> Self {
+            let counter = Arc::new(Counter(AtomicUsize::new(0)));
+            let waker = Waker::from(counter.clone());
+            Consumer {
+                shared,
+                counter,
+                waker,
+            }
+        }
+
+        fn wakes(&self) -> usize {
+            self.counter.0.load(Ordering::SeqCst)
+        }
+
+        /// Polls until pending; the names of the events taken.
+        fn drain(&self) -> Vec<&'static str> {
+            let mut cx = Context::from_waker(&self.waker);
+            let mut names = Vec::new();
+            while let Poll::Ready(Some(ev)) = self.shared.poll_event(&mut cx) {
+                names.push(ev.name());
+            }
+            names
+        }
+    }
+
+    fn sink() -> (ExchangeSink, Consumer) {
+        let (sink, shared) = ExchangeSink::new(Url::parse("http://example.test/").unwrap());
+        (sink, Consumer::new(shared))
+    }
+
+    fn take_none(consumer: &Consumer) {
+        assert!(consumer.drain().is_empty());
+    }
+
+    fn head() -> ResponseHead {
+        ResponseHead::new(StatusCode::OK, Version::HTTP_11, HeaderMap::new())
+    }
+
+    #[test]
+    fn every_event_wakes_without_deferral() {
+        let (mut sink, consumer) = sink();
+        assert!(consumer.drain().is_empty());
+        sink.response(head());
+        assert_eq!(consumer.drain(), ["response"]);
+        assert!(matches!(
+            sink.try_data(Bytes::from_static(b"ab")),
+            TryData::Queued
+        ));
+        assert_eq!(consumer.drain(), ["data"]);
+        sink.finish();
+        assert_eq!(consumer.drain(), ["finished"]);
+        assert_eq!(consumer.wakes(), 3);
+    }
+
+    #[test]
+    fn deferred_events_wake_once_on_flush_and_keep_their_order() {
+        let (mut sink, consumer) = sink();
+        sink.defer_wakes();
+        assert!(consumer.drain().is_empty());
+        sink.response(head());
+        assert!(matches!(
+            sink.try_data(Bytes::from_static(b"ab")),
+            TryData::Queued
+        ));
+        assert!(matches!(
+            sink.try_data(Bytes::from_static(b"cd")),
+            TryData::Queued
+        ));
+        assert_eq!(consumer.wakes(), 0);
+        assert!(sink.wakes_owed());
+        sink.flush_wakes();
+        assert_eq!(consumer.wakes(), 1);
+        // Nothing owed: a second flush does not wake.
+        sink.flush_wakes();
+        assert_eq!(consumer.wakes(), 1);
+        assert_eq!(consumer.drain(), ["response", "data", "data"]);
+        // The end always wakes, flushed or not.
+        assert!(matches!(
+            sink.try_data(Bytes::from_static(b"ef")),
+            TryData::Queued
+        ));
+        sink.finish();
+        assert_eq!(consumer.wakes(), 2);
+        assert_eq!(consumer.drain(), ["data", "finished"]);
+    }
+
+    #[test]
+    fn a_deferred_sink_wakes_when_the_buffer_fills_and_when_dropped() {
+        let (mut sink, consumer) = sink();
+        sink.defer_wakes();
+        take_none(&consumer);
+        sink.response(head());
+        let half = Bytes::from(vec![0u8; BODY_BUFFER_BYTES / 2]);
+        assert!(matches!(sink.try_data(half.clone()), TryData::Queued));
+        assert_eq!(consumer.wakes(), 0);
+        // This chunk fills the buffer: the backend must wait, so it wakes.
+        assert!(matches!(sink.try_data(half.clone()), TryData::Queued));
+        assert_eq!(consumer.wakes(), 1);
+        assert!(!sink.wakes_owed());
+        assert!(!sink.has_room());
+        assert!(matches!(sink.try_data(half), TryData::Full(_)));
+        assert_eq!(consumer.drain(), ["response", "data", "data"]);
+        drop(sink);
+        assert_eq!(consumer.wakes(), 2);
+        assert_eq!(consumer.drain(), ["failed"]);
+    }
+
+    #[test]
+    fn upload_progress_wakes_are_rationed_but_the_latest_value_is_kept() {
+        let started = Instant::now();
+        let (sink, consumer) = sink();
+        let step = 256 * 1024;
+        let total = 12 * step;
+        let mut cx = Context::from_waker(&consumer.waker);
+        let mut seen = Vec::new();
+        let mut take = |consumer: &Consumer| loop {
+            match consumer.shared.poll_event(&mut cx) {
+                Poll::Ready(Some(Event::UploadProgress { sent, .. })) => seen.push(sent),
+                Poll::Pending => break,
+                other => panic!("expected upload progress, got {other:?}"),
+            }
+        };
+        take(&consumer);
+        let mut sent = 0;
+        while sent < total {
+            sent = (sent + step).min(total);
+            let before = consumer.wakes();
+            sink.upload_progress(sent, Some(total));
+            if consumer.wakes() > before {
+                take(&consumer);
+            }
+        }
+        // Not one wake per read; the body's last byte always wakes.
+        assert!(consumer.wakes() < 12, "{seen:?}");
+        assert_eq!(seen.last(), Some(&total));
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        if started.elapsed() < UPLOAD_PROGRESS_WAKE_INTERVAL {
+            // The first update, then one per UPLOAD_PROGRESS_WAKE_BYTES.
+            assert_eq!(seen, [step, 5 * step, 9 * step, total]);
+        }
+
+        // A value not worth a wake is still delivered with the next event.
+        let started = Instant::now();
+        let (mut sink2, consumer2) = super::tests::sink();
+        take_none(&consumer2);
+        sink2.upload_progress(10, None);
+        assert_eq!(consumer2.wakes(), 1);
+        assert_eq!(consumer2.drain(), ["upload_progress"]);
+        sink2.upload_progress(20, None);
+        if started.elapsed() < UPLOAD_PROGRESS_WAKE_INTERVAL {
+            assert_eq!(consumer2.wakes(), 1);
+        }
+        sink2.response(head());
+        assert!(consumer2.wakes() >= 2);
+        assert_eq!(consumer2.drain(), ["upload_progress", "response"]);
+        sink2.finish();
+        sink.finish();
     }
 }

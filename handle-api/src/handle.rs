@@ -1,6 +1,5 @@
 //! `ResourceHandle`: one running load, after WebCore's ResourceHandle and Qt's QNetworkReply.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, Read};
 use std::pin::Pin;
@@ -27,7 +26,9 @@ use crate::response::ResourceResponse;
 pub struct ResourceHandle {
     load: Load,
     url: Url,
-    pending: VecDeque<Event>,
+    /// The download progress that follows the data event just delivered;
+    /// never more than one event waits here, so no queue is allocated.
+    pending: Option<Event>,
     response: Option<ResourceResponse>,
     error: Option<Error>,
     delivered: u64,
@@ -40,7 +41,7 @@ impl ResourceHandle {
         ResourceHandle {
             url: load.url().clone(),
             load,
-            pending: VecDeque::new(),
+            pending: None,
             response: None,
             error: None,
             delivered: 0,
@@ -88,7 +89,7 @@ impl ResourceHandle {
 
     /// Polls for the next event; `Ready(None)` once the terminal event was delivered.
     pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        if let Some(ev) = self.pending.pop_front() {
+        if let Some(ev) = self.pending.take() {
             return Poll::Ready(Some(ev));
         }
         if self.done {
@@ -106,7 +107,7 @@ impl ResourceHandle {
                 self.delivered += d.len() as u64;
                 // Progress is derived here, once for every backend, so the last
                 // progress always equals the bytes delivered.
-                self.pending.push_back(Event::DownloadProgress {
+                self.pending = Some(Event::DownloadProgress {
                     received: self.delivered,
                     total: self
                         .response

@@ -1,6 +1,6 @@
 //! ureq used directly: one agent configured as the ureq backend configures
 //! its own (no redirects, no automatic headers, statuses not errors, no
-//! proxy, 128 KiB input buffer, TCP_NODELAY, pool sized to the requests in
+//! proxy, 256 KiB input buffer, TCP_NODELAY, pool sized to the requests in
 //! flight), one thread per request in flight, bodies read in 64 KiB pieces.
 
 use std::io::Read;
@@ -18,7 +18,7 @@ use super::{
 };
 
 /// As the ureq backend.
-const INPUT_BUFFER: usize = 128 * 1024;
+const INPUT_BUFFER: usize = 256 * 1024;
 const MAX_IDLE_TOTAL: usize = 256;
 
 pub(crate) struct UreqDirect {

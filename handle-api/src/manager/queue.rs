@@ -19,15 +19,29 @@ use crate::request::Priority;
 /// The scheduling key: scheme, host and port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct HostKey {
-    scheme: String,
+    scheme: Scheme,
     host: String,
     port: u16,
 }
 
+/// A key's scheme; the two every load over the network has need no
+/// allocation (a key is made for every load).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Scheme {
+    Http,
+    Https,
+    Other(String),
+}
+
 impl HostKey {
     pub(crate) fn of(url: &Url) -> HostKey {
+        let scheme = match url.scheme() {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            other => Scheme::Other(other.to_owned()),
+        };
         HostKey {
-            scheme: url.scheme().to_owned(),
+            scheme,
             host: url.host_str().unwrap_or_default().to_ascii_lowercase(),
             port: url.port_or_known_default().unwrap_or(0),
         }
@@ -93,7 +107,13 @@ impl Scheduler {
 
     fn acquire(st: &mut State, key: &HostKey) {
         st.total += 1;
-        *st.in_flight.entry(key.clone()).or_insert(0) += 1;
+        // The key is cloned only for a host with nothing in flight yet.
+        match st.in_flight.get_mut(key) {
+            Some(n) => *n += 1,
+            None => {
+                st.in_flight.insert(key.clone(), 1);
+            }
+        }
     }
 
     /// Starts `exchange` now if its host and the total have room, else queues it.
