@@ -19,6 +19,9 @@ fn rh_get(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_rh"))
         .arg("get")
         .arg("--json")
+        // rh reads proxies from the environment, as curl does; the test
+        // server is on loopback and must be reached directly.
+        .args(["--proxy", ""])
         .args(args)
         .output()
         .expect("rh runs");

@@ -155,7 +155,9 @@ impl CurlCli {
     /// Runs `count` GETs of `url` and returns the wall time they took.
     fn glob(&self, url: &str, count: u64) -> Result<Duration, String> {
         let mut cmd = Command::new("curl");
-        cmd.args(["-s", "-f", "-o", "/dev/null"]);
+        // -q: no ~/.curlrc; --noproxy: the server is on loopback, whatever
+        // the environment's http_proxy says.
+        cmd.args(["-q", "--noproxy", "*", "-s", "-f", "-o", "/dev/null"]);
         if self.in_flight > 1 {
             cmd.arg("-Z")
                 .arg("--parallel-max")
@@ -242,6 +244,9 @@ impl Runner for CurlCli {
         let out = run(
             Command::new("curl")
                 .args([
+                    "-q",
+                    "--noproxy",
+                    "*",
                     "-s",
                     "-f",
                     "-o",
@@ -263,6 +268,9 @@ impl Runner for CurlCli {
         let out = run(
             Command::new("curl")
                 .args([
+                    "-q",
+                    "--noproxy",
+                    "*",
                     "-s",
                     "-f",
                     "-X",
