@@ -15,7 +15,7 @@ use crate::wire;
 /// The TLS options of every transfer of one backend, prepared once: the
 /// root bundle may hold the whole system store, which is not worth
 /// encoding again for each request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct TlsSettings {
     /// The trusted roots as one PEM bundle; `None` when there are none, or
     /// when nothing is verified.
@@ -23,6 +23,17 @@ pub(crate) struct TlsSettings {
     verify: bool,
     /// The client chain and key, PEM.
     identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client key never appears in logs.
+        f.debug_struct("TlsSettings")
+            .field("roots_pem_bytes", &self.roots_pem.as_ref().map(|p| p.len()))
+            .field("verify", &self.verify)
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
 }
 
 impl TlsSettings {

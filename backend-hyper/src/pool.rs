@@ -67,7 +67,7 @@ pub(crate) struct Origin {
 }
 
 /// A proxy as part of a key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Hop {
     /// HTTP, SOCKS5 or SOCKS5 with remote name resolution.
     pub(crate) scheme: ProxyScheme,
@@ -80,6 +80,18 @@ pub(crate) struct Hop {
     pub(crate) credentials: Option<(String, String)>,
     /// The same credentials as a Basic Proxy-Authorization value, for CONNECT.
     pub(crate) authorization: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for Hop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password never appears in logs.
+        f.debug_struct("Hop")
+            .field("scheme", &self.scheme)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .finish_non_exhaustive()
+    }
 }
 
 /// The way a connection reaches its origin.

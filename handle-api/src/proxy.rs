@@ -181,7 +181,10 @@ impl Proxy {
     pub fn basic_authorization(&self) -> Option<HeaderValue> {
         let c = self.credentials.as_ref()?;
         let token = STANDARD.encode(format!("{}:{}", c.username, c.password));
-        HeaderValue::from_str(&format!("Basic {token}")).ok()
+        let mut value = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+        // Kept out of Debug output and of HTTP/2 header compression tables.
+        value.set_sensitive(true);
+        Some(value)
     }
 }
 
@@ -363,7 +366,10 @@ impl ProxyConfig {
     }
 
     /// The process environment's `http_proxy`, `https_proxy`, `all_proxy`
-    /// and `no_proxy` (lower case first, then upper case).
+    /// and `no_proxy` (lower case first, then upper case). `HTTP_PROXY` in
+    /// upper case is never read, as curl never reads it: in a CGI program
+    /// it holds the request's `Proxy:` header, which anyone can send
+    /// ("httpoxy").
     pub fn from_env() -> Result<ProxyConfig> {
         ProxyConfig::from_vars(|name| std::env::var(name).ok())
     }
@@ -375,12 +381,13 @@ impl ProxyConfig {
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<ProxyConfig> {
         let get = |name: &str| -> Option<(String, String)> {
             let lower = name.to_ascii_lowercase();
+            let upper_allowed = name != "HTTP_PROXY";
             var(&lower)
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| (lower.clone(), v))
                 .or_else(|| {
                     var(name)
-                        .filter(|v| !v.trim().is_empty())
+                        .filter(|v| upper_allowed && !v.trim().is_empty())
                         .map(|v| (name.to_owned(), v))
                 })
         };
@@ -538,5 +545,10 @@ mod tests {
         let e = ProxyConfig::from_vars(env(&[("HTTPS_PROXY", "ftp://x")])).unwrap_err();
         assert!(e.message().contains("HTTPS_PROXY"), "{e}");
         assert!(ProxyConfig::None.proxy_for(&url("http://a/")).is_none());
+        // httpoxy: an upper-case HTTP_PROXY alone is not a proxy.
+        assert_eq!(
+            ProxyConfig::from_vars(env(&[("HTTP_PROXY", "http://attacker:1")])).unwrap(),
+            ProxyConfig::None
+        );
     }
 }

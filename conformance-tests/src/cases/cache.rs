@@ -28,6 +28,7 @@ cases!("cache";
     "cache.request-no-cache-revalidates" => request_no_cache,
     "cache.vary-same-value-hit" => vary_hit,
     "cache.vary-other-value-miss" => vary_miss,
+    "cache.other-credentials-miss" => other_credentials,
     "cache.no-store-not-stored" => no_store,
     "cache.private-stored-in-private-cache" => private_in_private,
     "cache.private-not-stored-in-shared-cache" => private_in_shared,
@@ -353,6 +354,24 @@ fn vary_miss(ctx: &mut Ctx) -> CaseResult {
     ensure_eq!(text(&again), "vary-miss v1 x-lang=de\n");
     expect_count(ctx, "/cache/vary-miss", 2)?;
     Ok(de.trace)
+}
+
+/// A response stored for one user's Authorization is served again to that
+/// user, never to another user or to a request without credentials.
+fn other_credentials(ctx: &mut Ctx) -> CaseResult {
+    let m = memory(ctx)?;
+    let url = ctx.origin_url("/cache/creds?cc=private%2C+max-age%3D60")?;
+    let as_user =
+        |token: &str| ResourceRequest::get(&url).header("authorization", format!("Bearer {token}"));
+    expect_source(&load(ctx, &m, as_user("alice"))?, "network")?;
+    expect_source(&load(ctx, &m, as_user("alice"))?, "cache")?;
+    expect_count(ctx, "/cache/creds", 1)?;
+    let bob = load(ctx, &m, as_user("bob"))?;
+    expect_source(&bob, "network")?;
+    let nobody = load(ctx, &m, ResourceRequest::get(&url))?;
+    expect_source(&nobody, "network")?;
+    expect_count(ctx, "/cache/creds", 3)?;
+    Ok(bob.trace)
 }
 
 fn no_store(ctx: &mut Ctx) -> CaseResult {

@@ -178,6 +178,15 @@ fn guarded(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// True when a stored entry's request carried the same Authorization as
+/// `request` (both as digests, see [`guarded`]), or both carried none.
+fn same_credentials(stored: &HeaderMap, request: &HeaderMap) -> bool {
+    stored
+        .get_all(AUTHORIZATION)
+        .iter()
+        .eq(request.get_all(AUTHORIZATION).iter())
+}
+
 /// The request headers an entry keeps: those its response varies on, and
 /// those the rules read back (Cache-Control, whether it was authorized).
 fn kept_request_headers(request: &HeaderMap, response: &HeaderMap) -> HeaderMap {
@@ -378,6 +387,12 @@ impl CacheHop {
         }
         let opts = settings.options();
         let usable = settings.cache.lookup(&wire.url).and_then(|entry| {
+            // A response stored for other credentials (or none) is never
+            // served to this request, nor revalidated for it: the network
+            // answers, and its response replaces the entry.
+            if !same_credentials(&entry.metadata.request_headers, &request.headers) {
+                return None;
+            }
             match rules_for(&entry.metadata, opts) {
                 // Stored under other rules (a private response, now in a shared cache).
                 Some(rules) if rules.is_storable() => Some((entry, rules)),
