@@ -11,11 +11,9 @@
 //! [`CacheHop::on_deliver`] marks where a delivered response came from and
 //! decides whether a network response is stored.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LOCATION, COOKIE,
     ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
@@ -32,12 +30,9 @@ use crate::backend::WireRequest;
 use crate::error::{Error, ErrorKind};
 use crate::events::Event;
 use crate::exchange::{ExchangeSink, Shared};
-use crate::manager::schemes::deliver_bytes;
+use crate::manager::schemes::{deliver_bytes, stream_body};
 use crate::request::CachePolicy;
 use crate::response::{ResourceResponse, ResponseHead, ResponseSource};
-
-/// Body bytes handed to the sink at a time when serving from the cache.
-const CHUNK: usize = 64 * 1024;
 
 /// The manager's cache and how it counts itself.
 #[derive(Clone)]
@@ -659,42 +654,12 @@ fn serve(mut sink: ExchangeSink, entry: CacheEntry) {
         BodySource::Reader(reader) => {
             let spawned = std::thread::Builder::new()
                 .name("rh-cache-body".into())
-                .spawn(move || stream(sink, reader, len));
+                .spawn(move || stream_body(sink, reader, len, "the cached body could not be read"));
             // Should the thread not start, the sink in the closure is dropped,
             // and a dropped sink fails the load: no handle waits forever.
             drop(spawned);
         }
     }
-}
-
-/// Streams a stored body of `len` bytes from `reader`, as the application
-/// takes it.
-fn stream(mut sink: ExchangeSink, reader: Box<dyn Read + Send>, len: u64) {
-    let mut reader = reader.take(len);
-    let mut buf = vec![0u8; CHUNK];
-    let mut sent = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let message = format!("the cached body could not be read: {e}");
-                sink.fail(Error::new(ErrorKind::Io, message).with_source(e));
-                return;
-            }
-        };
-        sent += n as u64;
-        if let Err(e) = sink.data_blocking(Bytes::copy_from_slice(&buf[..n])) {
-            sink.fail(e);
-            return;
-        }
-    }
-    if sent < len {
-        sink.fail(Error::truncated(Some(len), sent));
-        return;
-    }
-    sink.finish();
 }
 
 #[cfg(test)]

@@ -392,7 +392,16 @@ fn serve_file(mut sink: ExchangeSink, path: &Path, head_only: bool) {
     // Exactly the length announced: a file that grows meanwhile is cut at
     // Content-Length, one that shrinks is a truncated body, never a short
     // success.
-    let mut reader = file.take(len);
+    let what = format!("read error on {}", path.display());
+    stream_body(sink, file, len, &what);
+}
+
+/// Streams exactly `len` bytes of `reader` (a file, a cached body) to the
+/// sink as the application takes them, blocking this thread while it does
+/// not: a read error is `io` (`what: error`), and fewer bytes than `len` is
+/// a truncated body, never a short success.
+pub(crate) fn stream_body(mut sink: ExchangeSink, reader: impl Read, len: u64, what: &str) {
+    let mut reader = reader.take(len);
     let mut sent = 0u64;
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -401,7 +410,7 @@ fn serve_file(mut sink: ExchangeSink, path: &Path, head_only: bool) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                let message = format!("read error on {}: {e}", path.display());
+                let message = format!("{what}: {e}");
                 sink.fail(Error::new(ErrorKind::Io, message).with_source(e));
                 return;
             }
