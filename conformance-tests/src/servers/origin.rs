@@ -266,11 +266,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct Head {
-    method: String,
-    target: String,
-    version_minor: u8,
-    headers: Vec<(String, String)>,
+/// A request head as the test servers read it.
+pub(crate) struct Head {
+    pub(crate) method: String,
+    pub(crate) target: String,
+    pub(crate) version_minor: u8,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl Head {
@@ -282,8 +283,9 @@ impl Head {
     }
 }
 
-/// Reads one request head; `Ok(None)` when the peer closed between requests.
-fn read_head(r: &mut impl BufRead) -> io::Result<Option<Head>> {
+/// Reads one request head; `Ok(None)` when the peer closed between
+/// requests. The origin and the test proxy both read heads with it.
+pub(crate) fn read_head(r: &mut impl BufRead) -> io::Result<Option<Head>> {
     let mut buf = Vec::new();
     loop {
         let n = r.read_until(b'\n', &mut buf)?;

@@ -28,6 +28,7 @@ use base64::Engine as _;
 use resource_handle::{HostOverrides, Resolution};
 
 use super::listener::{Listener, Stats};
+use super::origin::{read_head, Head};
 
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -219,57 +220,6 @@ fn relay(client: TcpStream, upstream: TcpStream, early: &[u8]) -> io::Result<()>
     Ok(())
 }
 
-struct HttpHead {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-}
-
-fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<HttpHead>> {
-    let mut buf = Vec::new();
-    loop {
-        let n = r.read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            return if buf.is_empty() {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-        if buf.ends_with(b"\r\n\r\n") {
-            break;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "head too large"));
-        }
-    }
-    let mut headers = [httparse::EMPTY_HEADER; 128];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(&buf) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bad request head",
-            ))
-        }
-    }
-    Ok(Some(HttpHead {
-        method: req.method.unwrap_or_default().to_owned(),
-        target: req.path.unwrap_or_default().to_owned(),
-        headers: req
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_owned(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
-    }))
-}
-
 /// Whether the head carries the required credentials (always, when none are).
 fn authorized(state: &State, headers: &[(String, String)]) -> bool {
     let Some((user, password)) = &state.options.credentials else {
@@ -356,7 +306,7 @@ fn hop_by_hop(name: &str) -> bool {
 }
 
 fn forward(
-    head: HttpHead,
+    head: Head,
     reader: BufReader<TcpStream>,
     mut out: TcpStream,
     state: &State,
