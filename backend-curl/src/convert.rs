@@ -187,7 +187,13 @@ fn resolve_list(req: &WireRequest, config: &BackendConfig) -> Result<Option<List
         })?;
         entries.extend(entry);
     }
-    if proxy::resolves_origin_locally(req.proxy.as_ref()) {
+    // libcurl resolves the origin's name itself directly and through
+    // SOCKS5; through an HTTP proxy or SOCKS5h the proxy does.
+    if req
+        .proxy
+        .as_ref()
+        .is_none_or(|p| p.scheme().resolves_origin_locally())
+    {
         let (host, port) = req.host_port();
         entries.extend(resolve_one(config, &host, port)?);
     }

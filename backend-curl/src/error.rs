@@ -73,12 +73,7 @@ pub(crate) fn map(e: curl::Error, cx: FailureContext) -> Error {
     if cx.resend_refused {
         // Whatever libcurl said after being stopped, the fault is the
         // server's: it closed the connection without answering.
-        return Error::new(
-            ErrorKind::Protocol,
-            "the server closed the reused connection before any response, \
-             and the request may not be sent again",
-        )
-        .with_source(e);
+        return Error::stale_connection().with_source(e);
     }
     if let Some(io) = cx.upload_error {
         return Error::new(

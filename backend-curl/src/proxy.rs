@@ -82,27 +82,3 @@ fn proxy_type(proxy: &Proxy) -> Result<ProxyType> {
         )),
     }
 }
-
-/// True when libcurl resolves the origin's host name itself on the way
-/// through `proxy`: directly, and through SOCKS5 with local resolution.
-/// Through an HTTP proxy or SOCKS5h the proxy resolves it.
-pub(crate) fn resolves_origin_locally(proxy: Option<&Proxy>) -> bool {
-    match proxy {
-        None => true,
-        Some(p) => p.scheme() == ProxyScheme::Socks5,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn who_resolves_the_origin() {
-        let p = |s: &str| Proxy::parse(s).unwrap();
-        assert!(resolves_origin_locally(None));
-        assert!(resolves_origin_locally(Some(&p("socks5://p.test:1080"))));
-        assert!(!resolves_origin_locally(Some(&p("socks5h://p.test:1080"))));
-        assert!(!resolves_origin_locally(Some(&p("http://p.test:3128"))));
-    }
-}

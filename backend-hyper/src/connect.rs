@@ -75,7 +75,7 @@ impl Connector {
             Via::Socks(hop, origin) => {
                 let mut tcp = self.to_proxy(hop).await?;
                 let resolved;
-                let target = if hop.scheme == handle_api::ProxyScheme::Socks5h {
+                let target = if !hop.scheme.resolves_origin_locally() {
                     SocksTarget::Name(&origin.host, origin.port)
                 } else {
                     // socks5://: the name is resolved here, through the

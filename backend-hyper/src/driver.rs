@@ -235,7 +235,7 @@ async fn exchange(
         // of the response. A request handle-api allows to is sent once more,
         // on another connection; any other fails without being sent again.
         let Some(resend) = resend else {
-            return Err(error::stale_connection());
+            return Err(Error::stale_connection());
         };
         (result, conn) = send(
             pool,
@@ -247,7 +247,7 @@ async fn exchange(
         )
         .await?;
         if result.is_err() && !conn.is_h2() && conn.meta.stale() {
-            return Err(error::stale_connection());
+            return Err(Error::stale_connection());
         }
     }
     let response = match result {

@@ -166,16 +166,6 @@ pub(crate) fn request(err: hyper::Error, upload_failed: Option<io::Error>) -> Er
     Error::new(ErrorKind::Io, message).with_source(err)
 }
 
-/// The request went out on a reused connection that closed before any
-/// response byte, and may not be (or was already) sent again.
-pub(crate) fn stale_connection() -> Error {
-    Error::new(
-        ErrorKind::Protocol,
-        "the server closed the reused connection before any response, \
-         and the request may not be sent again",
-    )
-}
-
 /// A failure while the body streamed, after the head was reported.
 /// `expected` and `received` are the sink's Content-Length and byte count;
 /// `chunked` says the body's framing marks its own end (chunked, or HTTP/2's

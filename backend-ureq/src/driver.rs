@@ -319,13 +319,13 @@ fn transfer(agent: &Agent, wire: WireRequest, watch: &Watch) -> Result<(), Error
         // of the response. A request handle-api allows to is sent once more,
         // on another connection; any other fails without being sent again.
         if !may_retry {
-            return Err(error::stale_connection());
+            return Err(Error::stale_connection());
         }
         let out = out.with_time_spent(watch.elapsed());
         watch.new_attempt();
         result = agent.run(convert::to_ureq(agent, &out, SendBody::none()));
         if result.is_err() && watch.stale() && !watch.is_cancelled() {
-            return Err(error::stale_connection());
+            return Err(Error::stale_connection());
         }
     }
     let mut response = result.map_err(|e| error::from_ureq(e, Stage::Head))?;

@@ -257,16 +257,6 @@ impl StdError for UploadError {
     }
 }
 
-/// The request went out on a reused connection that closed before any
-/// response byte, and may not be (or was already) sent again.
-pub(crate) fn stale_connection() -> Error {
-    Error::new(
-        ErrorKind::Protocol,
-        "the server closed the reused connection before any response, \
-         and the request may not be sent again",
-    )
-}
-
 /// Maps an error ureq returned at `stage`.
 pub(crate) fn from_ureq(e: ureq::Error, stage: Stage) -> Error {
     use ureq::Error as U;

@@ -394,7 +394,7 @@ impl OverrideResolver {
     /// The resolver of an agent whose connections go through `proxy`.
     pub(crate) fn for_route(overrides: HostOverrides, proxy: Option<&Proxy>) -> Self {
         let mut r = OverrideResolver::new(overrides);
-        r.remote = proxy.is_some_and(|p| p.scheme() != ProxyScheme::Socks5);
+        r.remote = proxy.is_some_and(|p| !p.scheme().resolves_origin_locally());
         r
     }
 }

@@ -187,6 +187,18 @@ impl Error {
         e
     }
 
+    /// The request went out on a reused connection that closed before any
+    /// response byte, and may not be (or was already) sent again
+    /// ([`WireRequest::may_retry_on_stale_connection`](crate::WireRequest::may_retry_on_stale_connection)):
+    /// the server's fault, a `protocol` error on every backend.
+    pub fn stale_connection() -> Self {
+        Error::new(
+            ErrorKind::Protocol,
+            "the server closed the reused connection before any response, \
+             and the request may not be sent again",
+        )
+    }
+
     /// The cancellation error.
     pub fn cancelled() -> Self {
         Error::new(ErrorKind::Cancelled, "the load was cancelled")

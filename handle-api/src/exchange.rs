@@ -472,6 +472,8 @@ impl ExchangeSink {
 
 impl Drop for ExchangeSink {
     fn drop(&mut self) {
+        // However the exchange ended (finish and fail release it first), its
+        // scheduler slot is free before the end is reported.
         self.release_slot();
         if !self.ended {
             self.shared.push(
@@ -484,11 +486,6 @@ impl Drop for ExchangeSink {
                 ),
                 false,
             );
-        }
-        // However the exchange ended (finish and fail consume the sink, so
-        // they end here too), its scheduler slot is free now.
-        if let Some(on_end) = self.on_end.take() {
-            on_end();
         }
     }
 }

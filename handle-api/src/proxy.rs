@@ -46,6 +46,13 @@ impl ProxyScheme {
     pub fn is_socks(self) -> bool {
         matches!(self, ProxyScheme::Socks5 | ProxyScheme::Socks5h)
     }
+
+    /// True when the client resolves the origin's host name itself (through
+    /// the host overrides) and hands the proxy an address: SOCKS5 only. An
+    /// HTTP proxy and SOCKS5h are given the name and resolve it.
+    pub fn resolves_origin_locally(self) -> bool {
+        self == ProxyScheme::Socks5
+    }
 }
 
 /// A user name and password for a proxy.
@@ -209,23 +216,10 @@ pub fn connect_request(authority: &str, authorization: Option<&HeaderValue>) -> 
     request
 }
 
+/// Percent-decodes a proxy url's user or password; `None` when the bytes
+/// are not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(crate::manager::schemes::percent_decode(s.as_bytes())).ok()
 }
 
 /// Hosts that bypass the proxy (`NO_PROXY`): a comma-separated list of
@@ -492,6 +486,14 @@ mod tests {
             connect_request("a.test:8443", None),
             b"CONNECT a.test:8443 HTTP/1.1\r\nHost: a.test:8443\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn only_socks5_resolves_the_origin_locally() {
+        let local = |s: &str| Proxy::parse(s).unwrap().scheme().resolves_origin_locally();
+        assert!(local("socks5://p.test:1080"));
+        assert!(!local("socks5h://p.test:1080"));
+        assert!(!local("http://p.test:3128"));
     }
 
     #[test]

@@ -102,6 +102,14 @@ pub(crate) struct Plan {
     pub(crate) auth: LoadAuth,
 }
 
+impl Plan {
+    /// A 407 through a proxy: only a proxy sends it (RFC 9110 §15.5.8), so
+    /// the origin never saw the request.
+    fn is_proxy_answer(&self, status: StatusCode) -> bool {
+        self.via_proxy && status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+    }
+}
+
 pub(crate) struct Load {
     inner: Arc<Inner>,
     plan: Plan,
@@ -221,10 +229,7 @@ impl Load {
                 continue;
             }
             match ev {
-                Event::Response(resp)
-                    if self.plan.via_proxy
-                        && resp.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED =>
-                {
+                Event::Response(resp) if self.plan.is_proxy_answer(resp.status) => {
                     // Only a proxy sends 407 (RFC 9110 §15.5.8): the load
                     // never reached its origin.
                     return self.fail(Error::new(
@@ -360,9 +365,7 @@ impl Load {
 /// What a response head teaches the manager, on every hop, redirects and
 /// 401s included: its cookies and its HSTS policy.
 fn note_response(inner: &Inner, plan: &Plan, resp: &ResourceResponse) {
-    if !matches!(plan.url.scheme(), "http" | "https")
-        || (plan.via_proxy && resp.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED)
-    {
+    if !matches!(plan.url.scheme(), "http" | "https") || plan.is_proxy_answer(resp.status) {
         // Not from the origin: a local scheme, or the proxy's own answer.
         return;
     }

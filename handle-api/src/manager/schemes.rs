@@ -248,8 +248,9 @@ fn data_media_type(mime: &str) -> HeaderValue {
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(DEFAULT))
 }
 
-/// `%XX` → the byte; a `%` not followed by two hex digits stays as it is (URL standard).
-fn percent_decode(input: &[u8]) -> Vec<u8> {
+/// `%XX` → the byte; a `%` not followed by two hex digits stays as it is (URL
+/// standard). Also decodes the userinfo of urls (auth) and of proxy urls.
+pub(crate) fn percent_decode(input: &[u8]) -> Vec<u8> {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
