@@ -5,8 +5,8 @@
 //! bytes for a request that opts out.
 
 use resource_handle::{Event, Recorder, ResourceRequest, Trace};
-use serde_json::Value;
 
+use super::echo_headers;
 use super::{build, expect_error, expect_status, sha256, CaseResult, Ctx, Fetched};
 use crate::servers::{body_pattern, encoded_body, BOMB_DECODED_BYTES};
 
@@ -32,16 +32,6 @@ cases!("decoding";
     "decoding.bomb-limit-exceeded" => bomb,
     "decoding.bomb-at-the-limit-decodes" => bomb_at_limit,
 );
-
-fn echo_headers<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
-    echo["headers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|h| h[0] == name)
-        .filter_map(|h| h[1].as_str())
-        .collect()
-}
 
 fn default_accept_encoding(ctx: &mut Ctx) -> CaseResult {
     let f = ctx.get("/echo")?;

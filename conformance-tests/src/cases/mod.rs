@@ -91,6 +91,17 @@ macro_rules! ensure {
     };
 }
 
+/// The values of header `name` in an `/echo` answer, in the order received.
+pub fn echo_headers<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    echo["headers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h[0] == name)
+        .filter_map(|h| h[1].as_str())
+        .collect()
+}
+
 /// Fails the case unless the two values are equal.
 macro_rules! ensure_eq {
     ($left:expr, $right:expr $(,)?) => {{

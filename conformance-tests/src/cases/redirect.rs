@@ -11,6 +11,7 @@ use resource_handle::{
 };
 use serde_json::Value;
 
+use super::echo_headers;
 use super::{build, expect_error, expect_status, sha256, Case, CaseResult, Ctx, Fetched};
 
 /// Every case of both categories.
@@ -102,16 +103,6 @@ fn query_value(v: &str) -> String {
         }
     }
     out
-}
-
-fn echo_headers<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
-    echo["headers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|h| h[0] == name)
-        .filter_map(|h| h[1].as_str())
-        .collect()
 }
 
 /// Loads `req` and expects a 200 echo after `hops` redirects.

@@ -5,6 +5,7 @@ use std::io::Write;
 use resource_handle::{RequestBody, ResourceRequest, DEFAULT_USER_AGENT};
 use serde_json::Value;
 
+use super::echo_headers;
 use super::{build, expect_error, expect_status, sha256, CaseResult, Ctx};
 
 cases!("request";
@@ -43,16 +44,6 @@ fn echo(
     expect_status(&fetched.trace, 200)?;
     let json = fetched.json()?;
     Ok((fetched.trace, json))
-}
-
-fn headers_named<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
-    echo["headers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|h| h[0] == name)
-        .filter_map(|h| h[1].as_str())
-        .collect()
 }
 
 fn plain(ctx: &mut Ctx, method: &str) -> CaseResult {
@@ -131,7 +122,7 @@ fn fragment(ctx: &mut Ctx) -> CaseResult {
 fn user_agent(ctx: &mut Ctx) -> CaseResult {
     let (trace, e) = echo(ctx, "GET", |b| b.user_agent("conformance-agent/1.0 (test)"))?;
     ensure_eq!(
-        headers_named(&e, "user-agent"),
+        echo_headers(&e, "user-agent"),
         vec!["conformance-agent/1.0 (test)"]
     );
     Ok(trace)
@@ -139,10 +130,10 @@ fn user_agent(ctx: &mut Ctx) -> CaseResult {
 
 fn default_ua(ctx: &mut Ctx) -> CaseResult {
     let (trace, e) = echo(ctx, "GET", |b| b)?;
-    ensure_eq!(headers_named(&e, "user-agent"), vec![DEFAULT_USER_AGENT]);
-    ensure_eq!(headers_named(&e, "accept"), vec!["*/*"]);
+    ensure_eq!(echo_headers(&e, "user-agent"), vec![DEFAULT_USER_AGENT]);
+    ensure_eq!(echo_headers(&e, "accept"), vec!["*/*"]);
     ensure_eq!(
-        headers_named(&e, "accept-encoding"),
+        echo_headers(&e, "accept-encoding"),
         vec!["gzip, deflate, br, zstd"]
     );
     // Nothing else: no Expect, no library User-Agent, no library Accept-Encoding.
@@ -161,7 +152,7 @@ fn referer(ctx: &mut Ctx) -> CaseResult {
         b.referrer("http://origin.test/previous?page=1")
     })?;
     ensure_eq!(
-        headers_named(&e, "referer"),
+        echo_headers(&e, "referer"),
         vec!["http://origin.test/previous?page=1"]
     );
     Ok(trace)
@@ -173,9 +164,9 @@ fn custom_headers(ctx: &mut Ctx) -> CaseResult {
             .header("x-second", "two words,  spaced")
             .header("x-empty", "")
     })?;
-    ensure_eq!(headers_named(&e, "x-first"), vec!["one"]);
-    ensure_eq!(headers_named(&e, "x-second"), vec!["two words,  spaced"]);
-    ensure_eq!(headers_named(&e, "x-empty"), vec![""]);
+    ensure_eq!(echo_headers(&e, "x-first"), vec!["one"]);
+    ensure_eq!(echo_headers(&e, "x-second"), vec!["two words,  spaced"]);
+    ensure_eq!(echo_headers(&e, "x-empty"), vec![""]);
     Ok(trace)
 }
 
@@ -185,7 +176,7 @@ fn repeated_headers(ctx: &mut Ctx) -> CaseResult {
             .header("x-repeat", "2")
             .header("x-repeat", "3")
     })?;
-    ensure_eq!(headers_named(&e, "x-repeat"), vec!["1", "2", "3"]);
+    ensure_eq!(echo_headers(&e, "x-repeat"), vec!["1", "2", "3"]);
     Ok(trace)
 }
 
